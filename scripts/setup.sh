@@ -21,7 +21,7 @@ stamp_set() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # ---- system packages (espeak-ng for synthetic speech) ---------------------------------------
-if ! command -v espeak-ng >/dev/null 2>&1 || ! ldconfig -p | grep -q libespeak-ng.so; then
+if ! command -v espeak-ng >/dev/null 2>&1 || ! ldconfig -p | grep libespeak-ng.so >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing espeak-ng (Debian)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng libespeak-ng1 >/dev/null
@@ -89,6 +89,7 @@ fi
 # shellcheck disable=SC1091
 source "$ROOT/scripts/env.sh" --no-install
 log "colcon build"
+mkdir -p "$ROOT/log"
 cd "$ROOT"
 "$VENV/bin/colcon" --log-base "$ROOT/log" build --base-paths "$ROOT" --build-base "$ROOT/build" \
   --install-base "$ROOT/install" --packages-select dystream_ros \
