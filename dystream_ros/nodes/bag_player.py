@@ -1,0 +1,215 @@
+"""Live replay: publish a bag's audio topics over DDS in real time (``dystream_bag_player``).
+
+A small ``ros2 bag play`` for audio that needs no rosbag2 (the bag is read with ``rosbags``), so live
+replay also works from the PyPI ROS wheels. Messages are sent at their bag (log) times scaled by
+``rate``; each message's ``header.stamp`` is shifted so that the first message of the bag carries
+the node clock's time at start (``restamp``, default on unless ``/clock`` is published): the avatar
+node then sees a live stream, with the relative timing of speaker and listener preserved. With
+``clock:=true`` the player publishes ``/clock`` (bag time, ``clock_hz``) and keeps the bag stamps,
+for a node running with ``use_sim_time``.
+
+Parameters: ``bag`` (path; also accepted as the first command-line argument), ``topics`` (default:
+every audio topic of the bag plus audio_common ``audio_info`` topics), ``rate`` (1.0), ``clock``
+(false), ``clock_hz`` (200), ``restamp`` (true unless clock), ``start_delay_s`` (0.5),
+``wait_for_subscribers`` (0: start at once; N: wait until every topic has N matched subscribers),
+``wait_timeout_s`` (60), ``loop`` (false), ``reliable`` (true: reliable publishers; false: best
+effort). Topic names can be remapped with ``--ros-args -r /speaker/audio:=/robot/tts_audio``.
+Types whose Python messages are not installed (audio_common_msgs in the PyPI environment) are
+converted to ``dystream_ros/AudioChunk`` (pcm_f32le, original rate) with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message, serialize_message
+
+from dystream_ros.eval import bagio
+
+
+def message_class(msgtype: str):
+    """'pkg/msg/Type' -> the rclpy message class, or None when that package is not installed."""
+    pkg, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{pkg}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+class BagPlayer(Node):
+    def __init__(self, bag: str | None = None):
+        super().__init__("dystream_bag_player")
+        p = self.declare_parameter
+        bag = p("bag", bag or "").value
+        topics = list(p("topics", [""]).value)
+        self.rate = float(p("rate", 1.0).value)
+        self.clock = bool(p("clock", False).value)
+        self.clock_hz = float(p("clock_hz", 200.0).value)
+        self.restamp = bool(p("restamp", not self.clock).value)
+        self.start_delay = float(p("start_delay_s", 0.5).value)
+        self.wait_subs = int(p("wait_for_subscribers", 0).value)
+        self.wait_timeout = float(p("wait_timeout_s", 60.0).value)
+        self.loop = bool(p("loop", False).value)
+        reliable = bool(p("reliable", True).value)
+        if not bag:
+            raise ValueError("no bag given: dystream_bag_player BAG or --ros-args -p bag:=BAG")
+        if self.rate <= 0:
+            raise ValueError("rate must be > 0")
+        reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=reliability)
+        self.items: list[tuple[int, str, object]] = []  # (log ns, topic, rclpy message)
+        self.pubs = {}
+        with bagio.BagReader(bag) as reader:
+            all_topics = reader.topics
+            if not [t for t in topics if t]:
+                kinds = (*bagio.AUDIO_TYPES, bagio.AUDIO_INFO)
+                topics = [t for t, ty in all_topics.items() if ty in kinds]
+            missing = [t for t in topics if t not in all_topics]
+            if missing:
+                raise ValueError(f"topics not in bag: {missing}; bag has {sorted(all_topics)}")
+            classes = {}
+            for t in topics:
+                ty = all_topics[t]
+                cls = message_class(ty)
+                if cls is None and ty in bagio.AUDIO_TYPES:
+                    self.get_logger().warning(f"{ty} is not installed: {t} is published as AudioChunk")
+                    cls = message_class(bagio.AUDIO_CHUNK)
+                elif cls is None:
+                    self.get_logger().warning(f"{ty} is not installed: {t} is not published")
+                    continue
+                classes[t] = (ty, cls)
+                self.pubs[t] = self.create_publisher(cls, t, qos)
+            infos: dict[str, object] = {}
+            for topic, ty, t_ns, raw in reader.messages(topics):
+                if ty == bagio.AUDIO_INFO:
+                    infos[topic.rsplit("/", 1)[0]] = reader.deserialize(raw, ty)
+                if topic not in classes:
+                    continue
+                cls = classes[topic][1]
+                if cls.__module__.split(".")[0] == ty.split("/")[0]:
+                    msg = deserialize_message(raw, cls)
+                else:  # convert an uninstalled audio type to AudioChunk
+                    m = reader.deserialize(raw, ty)
+                    samples, sr, stamp = bagio.decode_audio(m, ty, infos.get(topic.rsplit("/", 1)[0]))
+                    msg = cls()
+                    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+                    msg.header.frame_id = m.header.frame_id
+                    msg.sample_rate, msg.channels, msg.encoding = sr, 1, "pcm_f32le"
+                    msg.data = samples.astype("<f4").tobytes()
+                self.items.append((t_ns, topic, msg))
+        self.items.sort(key=lambda x: x[0])
+        self.clock_pub = None
+        if self.clock:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.get_logger().info(
+            f"{bag}: {len(self.items)} messages on {sorted(self.pubs)} "
+            f"({(self.items[-1][0] - self.items[0][0]) / 1e9 if self.items else 0:.1f} s), rate {self.rate}")
+
+    # ------------------------------------------------------------------------------------------
+    def _wait_for_subscribers(self) -> bool:
+        if self.wait_subs <= 0:
+            return True
+        deadline = time.monotonic() + self.wait_timeout
+        while time.monotonic() < deadline and rclpy.ok():
+            counts = {t: p.get_subscription_count() for t, p in self.pubs.items()}
+            if all(c >= self.wait_subs for c in counts.values()):
+                return True
+            time.sleep(0.05)
+        self.get_logger().warning(f"gave up waiting for {self.wait_subs} subscriber(s) per topic: {counts}")
+        return False
+
+    def play(self) -> int:
+        """Publish everything once (or forever with ``loop``); returns the number of messages sent."""
+        self._wait_for_subscribers()
+        time.sleep(self.start_delay)
+        sent = 0
+        while rclpy.ok():
+            sent += self._play_once()
+            if not self.loop:
+                break
+        return sent
+
+    def _play_once(self) -> int:
+        if not self.items:
+            return 0
+        from builtin_interfaces.msg import Time
+
+        bag_t0 = self.items[0][0]
+        stamps = [getattr(getattr(m, "header", None), "stamp", None) for _, _, m in self.items]
+        stamp_ns = [s.sec * 10**9 + s.nanosec for s in stamps if s is not None]
+        stamp_t0 = min(stamp_ns) if stamp_ns else bag_t0
+        now_ns = self.get_clock().now().nanoseconds
+        wall0 = time.monotonic()
+        next_clock = wall0
+        sent = 0
+        for t_ns, topic, msg in self.items:
+            due = wall0 + (t_ns - bag_t0) / 1e9 / self.rate
+            while rclpy.ok():
+                now = time.monotonic()
+                if self.clock_pub is not None and now >= next_clock:
+                    self._publish_clock(bag_t0 + int((now - wall0) * self.rate * 1e9))
+                    next_clock += 1.0 / self.clock_hz
+                    continue
+                wake = min(due, next_clock) if self.clock_pub is not None else due
+                if now >= due:
+                    break
+                time.sleep(max(0.0, min(wake - now, 0.05)))
+            if not rclpy.ok():
+                break
+            if self.restamp and getattr(msg, "header", None) is not None:
+                s = msg.header.stamp
+                orig = s.sec * 10**9 + s.nanosec
+                # copy then restamp (keep the bag's message untouched for loops)
+                out = deserialize_message(serialize_message(msg), type(msg))
+                sec, nsec = divmod(now_ns + (orig - stamp_t0), 10**9)
+                out.header.stamp = Time(sec=int(sec), nanosec=int(nsec))
+                msg = out
+            self.pubs[topic].publish(msg)
+            sent += 1
+        return sent
+
+    def _publish_clock(self, t_ns: int) -> None:
+        from builtin_interfaces.msg import Time
+        from rosgraph_msgs.msg import Clock
+
+        sec, nsec = divmod(int(t_ns), 10**9)
+        self.clock_pub.publish(Clock(clock=Time(sec=int(sec), nanosec=int(nsec))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    rclpy.init(args=argv)
+    parser = argparse.ArgumentParser(prog="dystream_bag_player", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bag", nargs="?", help="bag to play (or -p bag:=...)")
+    args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    node = None
+    rc = 0
+    try:
+        node = BagPlayer(args.bag)
+        t0 = time.monotonic()
+        sent = node.play()
+        node.get_logger().info(f"done: {sent} messages in {time.monotonic() - t0:.1f} s")
+        print(f"bag_player: done {sent} messages", flush=True)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ValueError, bagio.BagError) as err:
+        print(f"dystream_bag_player: {err}", file=sys.stderr)
+        rc = 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
