@@ -12,7 +12,10 @@ import importlib
 import sys
 
 # (module, summary) of every subcommand provider, in help order.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "dystream_ros.eval.replay",
+    "dystream_ros.eval.bagio",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

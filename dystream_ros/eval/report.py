@@ -188,7 +188,8 @@ def plot_lipsync(path: str | Path, mouth: np.ndarray | None, envelope: np.ndarra
     elif scores and scores.get("note"):
         sub = scores["note"]
     ax.set_title(f"lip sync: mouth opening vs audio envelope  {sub}", fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     plt.close(fig)

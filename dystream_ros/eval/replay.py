@@ -1,0 +1,460 @@
+"""``dystream replay BAG --out DIR``: offline, deterministic replay of a recorded conversation.
+
+The bag's audio is fed, message by message in bag (arrival) order, to the node's own frame scheduler
+(:class:`dystream_ros.runtime.scheduler.FrameScheduler`) on a simulated clock that advances in 40 ms
+ticks of bag time, exactly as the node's timer would: the scheduler decides which frames are due
+(audio up to the frame's end plus the lookahead on both channels, or a channel's wait expired; the
+catch-up limit; skips) and hands over the audio; the model session steps one frame per due frame.
+Everything that decides *what* is computed depends only on the bag, so the same bag, checkpoint and
+seed always give identical latents (the model draws its noise from (seed, frame index)).
+
+Latency in the report (``latency_model`` says so too):
+
+* ``step_ms`` — measured wall time of ``Session.step()`` per frame on this machine (compute only).
+* ``processing_ms`` / ``av_offset_ms`` — *simulated real-time arrival*: each message arrives at its
+  bag time; the timer ticks every 40 ms of bag time; frames due at a tick are computed one after the
+  other, each taking its measured ``step_ms``, so a frame is "published" at
+  ``max(tick, previous publish) + step_ms``. ``processing_ms`` = publish − arrival of the last sample
+  the frame needed (or the tick at which a channel's wait expired); ``av_offset_ms`` = publish −
+  arrival of the frame's first sample (DESIGN.md §3). Compute time feeds only these numbers, never
+  the schedule, so an overrun shows up as latency here but never as a skip (``skipped_frames`` are
+  the scheduler's skips, driven by the bag's timing alone). A live run over DDS (``dystream demo``)
+  measures the real thing.
+
+Outputs in DIR: ``output.mcap`` (``/dystream/face_image``, ``/dystream/motion_latent``,
+``/dystream/state`` and a copy of the input audio topics; bag time = header stamp = audio time; one
+MCAP file with its message definitions), ``video.mp4`` (H.264 yuv420p 25 fps + AAC of speaker and
+listener mixed), ``report.json``, ``latency.png``, ``lipsync.png``, ``latents.npy`` (float32
+[frames, latent_dim], frame order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dystream_ros.eval import bagio, report
+
+NS = 1_000_000_000
+OUTPUT_NS = "/dystream"
+
+
+@dataclass
+class _Event:
+    log_ns: int
+    seq: int
+    topic: str
+    channel: str
+    packet: bagio.AudioPacket
+    raw: bytes
+    msgtype: str
+
+
+@dataclass
+class FrameRecord:
+    index: int
+    stamp_ns: int
+    step_ms: float
+    processing_ms: float
+    av_offset_ms: float
+    state: int
+    speaker_level_db: float
+    listener_level_db: float
+    timings: dict = field(default_factory=dict)
+
+
+class Timeline:
+    """The audio handed to the model, per channel, on the stream timeline (sample 0 = frame 0 start)."""
+
+    def __init__(self):
+        self.parts: dict[str, list[tuple[int, np.ndarray]]] = {"speaker": [], "listener": []}
+
+    def add(self, start: int, speaker: np.ndarray, listener: np.ndarray) -> None:
+        self.parts["speaker"].append((start, np.asarray(speaker, np.float32)))
+        self.parts["listener"].append((start, np.asarray(listener, np.float32)))
+
+    def get(self, channel: str, length: int) -> np.ndarray:
+        out = np.zeros(max(0, length), np.float32)
+        for start, x in self.parts[channel]:
+            end = min(length, start + len(x))
+            if end > start >= 0:
+                out[start:end] = x[: end - start]
+        return out
+
+
+def mix(speaker: np.ndarray, listener: np.ndarray) -> np.ndarray:
+    """Both parties in one mono track (sum; scaled down only if it would clip)."""
+    n = max(len(speaker), len(listener))
+    m = np.zeros(n, np.float32)
+    m[: len(speaker)] += speaker
+    m[: len(listener)] += listener
+    peak = float(np.max(np.abs(m))) if n else 0.0
+    return m / peak if peak > 1.0 else m
+
+
+def avatar_state(speaker_db: float, listener_db: float, threshold_db: float = -45.0) -> int:
+    """AvatarState constant from the frame's channel levels (IDLE 0, SPEAKING 1, LISTENING 2, BOTH 3)."""
+    try:  # the node's own rule when it exposes one
+        from dystream_ros.runtime.scheduler import classify_state  # type: ignore[attr-defined]
+
+        return int(classify_state(speaker_db, listener_db))
+    except ImportError:
+        pass
+    s, li = speaker_db > threshold_db, listener_db > threshold_db
+    return 3 if s and li else 1 if s else 2 if li else 0
+
+
+def load_reference(path: str | Path | None, pipe) -> np.ndarray:
+    if path is None:
+        return pipe.default_reference()
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    size = int(getattr(pipe, "image_size", img.size[0]))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BICUBIC)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def scheduler_config(pipe, params: dict | None = None):
+    """The node's scheduler configuration for this pipeline (plus overrides named like its fields)."""
+    from dataclasses import fields
+
+    from dystream_ros.runtime.scheduler import SchedulerConfig
+
+    kw = {"sample_rate": int(pipe.sample_rate), "samples_per_frame": int(pipe.samples_per_frame),
+          "lookahead_samples": int(pipe.lookahead_samples)}
+    ctx = getattr(getattr(getattr(pipe, "config", None), "audio", None), "context_samples", None)
+    if ctx is not None:
+        kw["context_samples"] = int(ctx)
+    names = {f.name for f in fields(SchedulerConfig)}
+    for k, v in (params or {}).items():
+        if k in names and k not in kw:
+            kw[k] = v
+    return SchedulerConfig(**kw)
+
+
+def load_params(path: str | Path | None) -> dict:
+    """Flat ``ros__parameters`` of a node parameter file (``/**`` or any node section)."""
+    if path is None:
+        return {}
+    import yaml
+
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    out: dict = {}
+    for section in doc.values():
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            out.update(_flatten(section["ros__parameters"]))
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+            out.setdefault(k, v)
+    return out
+
+
+def _read_events(bag: bagio.BagReader, speaker: str, listener: str | None) -> list[_Event]:
+    topics = [speaker] + ([listener] if listener else [])
+    audio = bagio.read_audio(bag, topics)
+    raws: dict[str, list[tuple[int, bytes, str]]] = {t: [] for t in topics}
+    for topic, msgtype, t_ns, raw in bag.messages(topics):
+        raws[topic].append((t_ns, raw, msgtype))
+    events = []
+    seq = 0
+    for topic in topics:
+        channel = "speaker" if topic == speaker else "listener"
+        for pkt, (t_ns, raw, msgtype) in zip(audio[topic], raws[topic], strict=True):
+            assert pkt.log_ns == t_ns
+            events.append(_Event(t_ns, seq, topic, channel, pkt, raw, msgtype))
+            seq += 1
+    events.sort(key=lambda e: (e.log_ns, e.seq))
+    return events
+
+
+def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | None = None,
+           listener_topic: str | None = None, checkpoint: str | None = None, profile: str = "lite",
+           reference: str | Path | None = None, seed: int = 0, device: str = "cpu",
+           params_file: str | Path | None = None, progress: bool = True, video: bool = True,
+           lipsync: bool = True, pipe=None) -> dict:
+    """Replay ``bag_path`` offline into ``out_dir``; returns the report (also written to report.json)."""
+    from dystream_ros.runtime.scheduler import FrameScheduler
+
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with bagio.BagReader(bag_path) as bag:
+        speaker, listener = bagio.pick_audio_topics(bag.topics, speaker_topic, listener_topic)
+        storage = bag.storage
+        events = _read_events(bag, speaker, listener)
+    if not events:
+        raise bagio.BagError(f"{bag_path}: no audio messages on {speaker} / {listener}")
+
+    if pipe is None:
+        from dystream_ros.model import load_pipeline
+
+        pipe = load_pipeline(checkpoint=checkpoint, profile=profile, device=device, render=video or lipsync)
+    params = load_params(params_file)
+    sched = FrameScheduler(scheduler_config(pipe, params))
+    sess = pipe.start_session(load_reference(reference, pipe), seed=int(seed))
+    frame_ns = sched.config.frame_ns
+    spf = sched.config.samples_per_frame
+
+    writer = bagio.BagWriter(out / "output.mcap", overwrite=True)
+    img_topic, lat_topic, state_topic = (f"{OUTPUT_NS}/face_image", f"{OUTPUT_NS}/motion_latent",
+                                         f"{OUTPUT_NS}/state")
+    writer.add_topic(img_topic, bagio.IMAGE)
+    writer.add_topic(lat_topic, bagio.MOTION_LATENT)
+    writer.add_topic(state_topic, bagio.AVATAR_STATE)
+    for t, ty in {e.topic: e.msgtype for e in events}.items():
+        writer.add_topic(t, ty, kind="sensor")
+
+    vid = None
+    if video:
+        from dystream_ros.eval.video import VideoWriter
+
+        vid = VideoWriter(out / "video.mp4", fps=int(pipe.fps), sample_rate=int(pipe.sample_rate))
+    mouth = report.MouthTracker() if lipsync else None
+    timeline = Timeline()
+    records: list[FrameRecord] = []
+    latents: list[np.ndarray] = []
+    resets = 0
+
+    # How many frames cover the audio: known once every message is in; grows as audio arrives.
+    def target_frames() -> int:
+        hw = max(ch.high_water for ch in sched.channels.values())
+        return -(-hw // spf)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        dur = (events[-1].log_ns - events[0].log_ns) / NS
+        bar = tqdm(total=int(round(dur * pipe.fps)) or None, unit="frame", desc="replay", file=sys.stderr,
+                   dynamic_ncols=True)
+
+    last_publish = -np.inf
+    done = False
+
+    def run_tick(tick_ns: int, n_target: int | None) -> None:
+        nonlocal last_publish, resets, done
+        wall = tick_ns / NS
+        plan = sched.tick(tick_ns, wall=wall)
+        if plan.reset_reason:
+            resets += 1
+            return
+        if plan.idle:
+            return
+        if plan.stream_started:
+            sess.reset()
+        if plan.speaker.size or plan.listener.size:
+            sess.push_audio(speaker=plan.speaker, listener=plan.listener)
+            timeline.add(plan.audio_start, plan.speaker, plan.listener)
+        if plan.skipped:
+            sess.skip(plan.skipped)
+        publish = max(wall, last_publish)
+        for job in plan.frames:
+            if n_target is not None and job.index >= n_target:
+                done = True
+                break
+            t0 = time.perf_counter()
+            frame = sess.step()
+            step_s = time.perf_counter() - t0
+            if frame is None:
+                raise RuntimeError(f"the model session produced no frame for due frame {job.index}: "
+                                   "scheduler and session disagree about the audio")
+            if int(frame.index) != int(job.index):
+                raise RuntimeError(f"session frame index {frame.index} != scheduled index {job.index}")
+            publish = publish + step_s
+            proc = (publish - job.ready_wall) * 1e3
+            avo = (publish - job.start_wall) * 1e3 if np.isfinite(job.start_wall) else float("nan")
+            state = avatar_state(job.speaker_level_db, job.listener_level_db)
+            rec = FrameRecord(job.index, job.stamp_ns, step_s * 1e3, proc, avo, state, job.speaker_level_db,
+                              job.listener_level_db, dict(getattr(frame, "timings", {}) or {}))
+            records.append(rec)
+            lat = np.asarray(frame.latent, dtype=np.float32).reshape(-1)
+            latents.append(lat)
+            writer.write(lat_topic, job.stamp_ns, bagio.latent_msg(
+                job.stamp_ns, job.index, lat, pipe.profile, pipe.checkpoint_id, rec.step_ms, proc))
+            st = bagio.typestore().types[bagio.AVATAR_STATE](
+                header=bagio.header(job.stamp_ns), state=state, frame_index=job.index,
+                processing_ms=proc, av_offset_ms=avo if np.isfinite(avo) else 0.0,
+                skipped_frames=sched.stats.skipped_frames, speaker_level_db=job.speaker_level_db,
+                listener_level_db=job.listener_level_db)
+            writer.write(state_topic, job.stamp_ns, st)
+            if frame.image is not None:
+                writer.write(img_topic, job.stamp_ns, bagio.image_msg(job.stamp_ns, frame.image))
+                if vid is not None:
+                    vid.add_frame(frame.image)
+                if mouth is not None:
+                    mouth.add(frame.image)
+            if bar is not None:
+                bar.update(1)
+        last_publish = publish
+
+    tick = events[0].log_ns + frame_ns
+    for ev in events:
+        while tick <= ev.log_ns:
+            run_tick(tick, None)
+            tick += frame_ns
+        sched.push(ev.channel, ev.packet.samples, ev.packet.sample_rate, ev.packet.stamp_ns,
+                   arrival=ev.log_ns / NS, now_ns=ev.log_ns)
+        writer.write_raw(ev.topic, ev.packet.stamp_ns, ev.raw)
+    n_target = target_frames()
+    limit = tick + 60 * NS  # the waits are fractions of a second; this only guards a misconfiguration
+    while sched.next_frame < n_target and not done and tick < limit:
+        run_tick(tick, n_target)
+        tick += frame_ns
+    if bar is not None:
+        bar.close()
+    writer.close()
+
+    # ---- audio track, video, lip sync, plots, report -------------------------------------------------
+    n_audio = sched.channels["speaker"].high_water, sched.channels["listener"].high_water
+    audio_len = max(n_audio)
+    speaker_audio = timeline.get("speaker", audio_len)
+    listener_audio = timeline.get("listener", audio_len)
+    if vid is not None:
+        vid.close(mix(speaker_audio, listener_audio) if vid.frames else None)
+    lat_arr = np.stack(latents) if latents else np.zeros((0, int(getattr(pipe, "latent_dim", 0))), np.float32)
+    np.save(out / "latents.npy", lat_arr)
+
+    readings = mouth.readings() if mouth is not None else None
+    ls_entry, mouth_sig, env = report.lipsync_entry(
+        readings, speaker_audio, listener_audio if listener else None, fps=int(pipe.fps),
+        note=(mouth.note if mouth is not None else "lip sync not requested"))
+    wall_s = time.perf_counter() - t_start
+    rep = build_report(
+        records, fps=int(pipe.fps), skipped=sched.stats.skipped_frames, lipsync=ls_entry, pipe=pipe,
+        mode="offline",
+        latency_model=("simulated real-time arrival: messages arrive at their bag time, 40 ms timer ticks in "
+                       "bag time, frames computed sequentially with their measured step_ms; step_ms = "
+                       "measured compute of Session.step() on this machine"),
+        extra={
+            "bag": str(bag_path), "storage": storage, "speaker_topic": speaker, "listener_topic": listener,
+            "seed": int(seed), "audio_duration_s": round(audio_len / pipe.sample_rate, 3),
+            "video_duration_s": round((vid.frames if vid else len(records)) / pipe.fps, 3),
+            "held_frames": vid.held_frames if vid else 0, "stream_resets": resets,
+            "replay_wall_s": round(wall_s, 2),
+            "realtime_factor": round((audio_len / pipe.sample_rate) / wall_s, 2) if wall_s > 0 else None,
+            "scheduler": {k: getattr(sched.stats, k) for k in ("frames", "skipped_frames", "streams",
+                                                                "restamped_messages", "silence_samples")},
+            "files": {k: str(out / v) for k, v in (("bag", "output.mcap"), ("video", "video.mp4"),
+                                                   ("latency_plot", "latency.png"),
+                                                   ("lipsync_plot", "lipsync.png"),
+                                                   ("latents", "latents.npy")) if (out / v).exists()
+                      or k in ("latency_plot", "lipsync_plot")},
+        })
+    report.plot_latency(out / "latency.png", [r.step_ms for r in records],
+                        [r.processing_ms for r in records], [r.av_offset_ms for r in records],
+                        title=f"offline replay of {Path(bag_path).name} ({pipe.profile}, "
+                              f"{rep['checkpoint']})")
+    report.plot_lipsync(out / "lipsync.png", mouth_sig, env, fps=int(pipe.fps), scores=ls_entry)
+    report.write_report(out / "report.json", rep)
+    return rep
+
+
+def build_report(records: list[FrameRecord], *, fps: int, skipped: int, lipsync: dict, pipe=None,
+                 backend: str | None = None, profile: str | None = None, checkpoint: str | None = None,
+                 mode: str, latency_model: str, extra: dict | None = None) -> dict:
+    """report.json (DESIGN.md §6 fields first, then context)."""
+    if pipe is not None:
+        backend = backend or str(getattr(pipe, "backend_name", None) or "torch")
+        profile = profile or str(pipe.profile)
+        checkpoint = checkpoint or str(pipe.checkpoint_id)
+    stage = {}
+    keys = sorted({k for r in records for k in r.timings})
+    for k in keys:
+        stage[k] = report.stats([r.timings.get(k) for r in records], ("p50", "p95", "max"))
+    rep = {
+        "frames": len(records),
+        "fps": fps,
+        "step_ms": report.stats([r.step_ms for r in records]),
+        "processing_ms": report.stats([r.processing_ms for r in records]),
+        "av_offset_ms": report.stats([r.av_offset_ms for r in records], ("p50", "p95", "p99")),
+        "skipped_frames": int(skipped),
+        "lipsync": lipsync,
+        "backend": backend,
+        "profile": profile,
+        "checkpoint": checkpoint,
+        "mode": mode,
+        "latency_model": latency_model,
+        "stage_ms": stage,
+    }
+    rep.update(extra or {})
+    return rep
+
+
+# ---- CLI -------------------------------------------------------------------------------------------
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        rep = replay(args.bag, args.out, speaker_topic=args.speaker_topic,
+                     listener_topic=args.listener_topic, checkpoint=args.checkpoint, profile=args.profile,
+                     reference=args.reference, seed=args.seed, device=args.device,
+                     params_file=args.params_file, progress=not args.no_progress, video=not args.no_video)
+    except bagio.BagError as err:
+        print(f"dystream replay: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"dystream replay: {err}\n(no embedded default weights yet? use --checkpoint random)",
+              file=sys.stderr)
+        return 2
+    print(summary(rep, Path(args.out)))
+    return 0
+
+
+def summary(rep: dict, out: Path) -> str:
+    ls = rep.get("lipsync") or {}
+    lines = [
+        f"{rep['mode']} replay: {rep['frames']} frames at {rep['fps']} fps, profile {rep['profile']}, "
+        f"checkpoint {rep['checkpoint']}, backend {rep['backend']}",
+        f"  step_ms       p50 {rep['step_ms']['p50']}  p95 {rep['step_ms']['p95']}  "
+        f"p99 {rep['step_ms']['p99']}  max {rep['step_ms']['max']}",
+        f"  processing_ms p50 {rep['processing_ms']['p50']}  p95 {rep['processing_ms']['p95']}  "
+        f"p99 {rep['processing_ms']['p99']}  max {rep['processing_ms']['max']}",
+        f"  av_offset_ms  p50 {rep['av_offset_ms']['p50']}  p95 {rep['av_offset_ms']['p95']}  "
+        f"p99 {rep['av_offset_ms']['p99']}",
+        f"  skipped_frames {rep['skipped_frames']}   lipsync offset {ls.get('offset_frames')} frames, "
+        f"confidence {ls.get('confidence')}, correlation {ls.get('correlation')}",
+    ]
+    if rep.get("realtime_factor") is not None:
+        lines.append(f"  replay took {rep['replay_wall_s']} s ({rep['realtime_factor']}x real time)")
+    for name in ("video.mp4", "output.mcap", "report.json", "latency.png", "lipsync.png"):
+        if (out / name).exists():
+            lines.append(f"  {out / name}")
+    return "\n".join(lines)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "replay", help="offline, deterministic replay of a rosbag2 conversation (video, output bag, report)",
+        description=__doc__.split("\n\n")[0] + " Reads rosbag2 sqlite3 and MCAP (rosbags); audio as "
+        "dystream_ros/AudioChunk or audio_common_msgs/AudioDataStamped (+AudioInfo).")
+    p.add_argument("bag", help="rosbag2 directory (sqlite3 or MCAP) or a .mcap file")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--speaker-topic", help="the avatar's own speech (default: the audio topic named like "
+                   "'speaker'/'tts')")
+    p.add_argument("--listener-topic", help="the other party (default: the audio topic named like "
+                   "'listener'/'mic')")
+    p.add_argument("--checkpoint", help="weights file, or 'random' (default: the embedded default model)")
+    p.add_argument("--profile", default="lite")
+    p.add_argument("--reference", help="reference face image (default: the embedded avatar)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--params-file", help="node parameter YAML whose scheduler settings to use "
+                   "(catch_up_limit, *_wait_s, ...)")
+    p.add_argument("--no-video", action="store_true", help="skip rendering and video.mp4")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_replay)
