@@ -1,0 +1,462 @@
+"""Typed model configuration: the one source of every size in the model.
+
+A :class:`ModelConfig` is a tree of frozen dataclasses. Profiles (``lite``, ``base``) are named
+instances; a checkpoint carries its config as JSON (``ModelConfig.to_json``) and loading rebuilds the
+model from it (``ModelConfig.from_dict``). Construction validates every field, so an inconsistent
+config fails at load time with a message naming the field, not deep inside a forward pass.
+
+Audio timing (all derived, see :class:`AudioConfig`): one video frame is ``samples_per_frame`` samples
+(640 at 16 kHz / 25 fps). Frame ``n``'s audio feature is a function of exactly the samples
+``[n*640 - context_samples, (n+1)*640 + lookahead_samples)`` of each channel, so frame ``n`` can be
+produced once audio up to ``40(n+1) + L`` ms has arrived.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AudioConfig",
+    "AutoencoderConfig",
+    "ConfigError",
+    "GeneratorConfig",
+    "HeadConfig",
+    "ModelConfig",
+    "PROFILES",
+    "SamplerConfig",
+    "TrainConfig",
+    "load_profile",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the offending field."""
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {msg}")
+
+
+def _pos_int(obj: Any, *names: str) -> None:
+    prefix = type(obj).__name__
+    for n in names:
+        v = getattr(obj, n)
+        _check(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0,
+            f"{prefix}.{n}",
+            f"must be a positive int, got {v!r}",
+        )
+
+
+def _is_pow2(x: int) -> bool:
+    return x > 0 and (x & (x - 1)) == 0
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Log-mel front end + causal dilated-conv encoder + lookahead module (shared by both channels).
+
+    The encoder uses *valid* (unpadded) convolutions over mel frames, so an output at mel frame ``j``
+    depends on mel frames ``j - receptive_field + 1 .. j`` only (causal). The lookahead module reads the
+    ``lookahead_frames`` encoder outputs that cover the current 40 ms frame plus ``lookahead_ms`` of
+    future audio and nothing later.
+    """
+
+    sample_rate: int = 16000
+    fps: int = 25
+    n_mels: int = 80
+    win_ms: int = 25
+    hop_ms: int = 10
+    n_fft: int = 512
+    fmin: float = 40.0
+    fmax: float = 7600.0
+    lookahead_ms: int = 60
+    channels: int = 128
+    kernel_size: int = 3
+    dilations: tuple[int, ...] = (1, 2, 4, 8)
+    feature_dim: int = 128
+
+    def __post_init__(self) -> None:
+        _pos_int(
+            self,
+            "sample_rate",
+            "fps",
+            "n_mels",
+            "win_ms",
+            "hop_ms",
+            "n_fft",
+            "channels",
+            "kernel_size",
+            "feature_dim",
+        )
+        _check(self.sample_rate % self.fps == 0, "AudioConfig.fps", "sample_rate must be a multiple of fps")
+        _check(
+            self.sample_rate * self.hop_ms % 1000 == 0,
+            "AudioConfig.hop_ms",
+            "hop must be a whole number of samples",
+        )
+        _check(
+            self.sample_rate * self.win_ms % 1000 == 0,
+            "AudioConfig.win_ms",
+            "window must be a whole number of samples",
+        )
+        _check(
+            self.samples_per_frame % self.hop_samples == 0,
+            "AudioConfig.hop_ms",
+            "a video frame must be a whole number of hops",
+        )
+        _check(self.n_fft >= self.win_samples, "AudioConfig.n_fft", "must be >= the window length in samples")
+        _check(
+            isinstance(self.lookahead_ms, int) and 0 <= self.lookahead_ms <= 1000,
+            "AudioConfig.lookahead_ms",
+            f"must be an int in 0..1000, got {self.lookahead_ms!r}",
+        )
+        _check(
+            self.lookahead_ms % self.hop_ms == 0,
+            "AudioConfig.lookahead_ms",
+            f"must be a multiple of hop_ms={self.hop_ms}, got {self.lookahead_ms}",
+        )
+        _check(
+            0 <= self.fmin < self.fmax <= self.sample_rate / 2,
+            "AudioConfig.fmax",
+            "need 0 <= fmin < fmax <= sample_rate/2",
+        )
+        _check(self.kernel_size >= 2, "AudioConfig.kernel_size", "must be >= 2")
+        _check(
+            len(self.dilations) >= 1 and all(isinstance(d, int) and d > 0 for d in self.dilations),
+            "AudioConfig.dilations",
+            "must be a non-empty tuple of positive ints",
+        )
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.sample_rate // self.fps
+
+    @property
+    def hop_samples(self) -> int:
+        return self.sample_rate * self.hop_ms // 1000
+
+    @property
+    def win_samples(self) -> int:
+        return self.sample_rate * self.win_ms // 1000
+
+    @property
+    def lookahead_samples(self) -> int:
+        return self.sample_rate * self.lookahead_ms // 1000
+
+    @property
+    def hops_per_frame(self) -> int:
+        return self.samples_per_frame // self.hop_samples
+
+    @property
+    def receptive_field(self) -> int:
+        """Mel frames one encoder output depends on."""
+        return 1 + (self.kernel_size - 1) * sum(self.dilations)
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Encoder outputs read by the lookahead module: the frame's own hops plus the lookahead hops."""
+        return self.hops_per_frame + self.lookahead_ms // self.hop_ms
+
+    @property
+    def window_mels(self) -> int:
+        return self.receptive_field + self.lookahead_frames - 1
+
+    @property
+    def window_samples(self) -> int:
+        """Samples of audio one frame's feature depends on (per channel)."""
+        return self.hop_samples * (self.window_mels - 1) + self.win_samples
+
+    @property
+    def context_samples(self) -> int:
+        """Samples before the frame's start that its feature depends on."""
+        return self.window_samples - self.samples_per_frame - self.lookahead_samples
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Causal transformer over per-frame tokens with a sliding window of ``window`` frames."""
+
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: int = 2
+    window: int = 100
+    rope_base: float = 10000.0
+    rope_period: int = 65536
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _pos_int(self, "width", "layers", "heads", "mlp_ratio", "window", "rope_period")
+        _check(self.width % self.heads == 0, "GeneratorConfig.heads", "must divide width")
+        _check(
+            self.head_dim % 2 == 0, "GeneratorConfig.heads", "head_dim (width/heads) must be even for rotary"
+        )
+        _check(self.rope_period >= 2 * self.window, "GeneratorConfig.rope_period", "must be >= 2*window")
+        _check(
+            self.rope_period < 2**24, "GeneratorConfig.rope_period", "must be < 2**24 (exact float32 angles)"
+        )
+        _check(self.rope_base > 1.0, "GeneratorConfig.rope_base", "must be > 1")
+        _check(0.0 <= self.dropout < 1.0, "GeneratorConfig.dropout", "must be in [0, 1)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Per-frame flow-matching MLP with AdaLN on (time embedding + condition)."""
+
+    width: int = 256
+    blocks: int = 3
+    mlp_ratio: int = 2
+    time_freq_dim: int = 128
+
+    def __post_init__(self) -> None:
+        _pos_int(self, "width", "blocks", "mlp_ratio", "time_freq_dim")
+        _check(self.time_freq_dim % 2 == 0, "HeadConfig.time_freq_dim", "must be even")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Inference defaults: Euler steps and classifier-free guidance weights."""
+
+    steps: int = 5
+    guidance_speaker: float = 1.0
+    guidance_listener: float = 0.5
+    guidance_anchor: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.steps, int) and 1 <= self.steps <= 10,
+            "SamplerConfig.steps",
+            f"must be an int in 1..10, got {self.steps!r}",
+        )
+        for n in ("guidance_speaker", "guidance_listener", "guidance_anchor"):
+            v = getattr(self, n)
+            _check(
+                isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+                f"SamplerConfig.{n}",
+                f"must be a finite number >= 0, got {v!r}",
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Generator training recipe used by the helpers in ``dystream_ros.model.training``."""
+
+    drop_speaker: float = 0.1
+    drop_listener: float = 0.1
+    drop_anchor: float = 0.1
+    history_noise_p: float = 0.5
+    history_noise_max: float = 0.5
+    anchor_last: int = 10
+
+    def __post_init__(self) -> None:
+        for n in ("drop_speaker", "drop_listener", "drop_anchor", "history_noise_p", "history_noise_max"):
+            v = getattr(self, n)
+            _check(
+                isinstance(v, (int, float)) and 0.0 <= v <= 1.0,
+                f"TrainConfig.{n}",
+                f"must be in [0, 1], got {v!r}",
+            )
+        _pos_int(self, "anchor_last")
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Warping autoencoder.
+
+    Appearance features live at ``warp_size``² with ``app_channels`` channels; the flow net grows a
+    ``flow_channels[0]`` x 8 x 8 seed to ``warp_size`` (one x2 stage per further entry); the decoder
+    upsamples from ``warp_size`` to ``image_size`` with PixelShuffle x2 stages: ``up_channels`` are the
+    channels after each stage but the last, which yields RGB (so log2(image_size/warp_size) - 1 entries).
+    """
+
+    image_size: int = 256
+    warp_size: int = 64
+    app_channels: int = 32
+    enc_channels: tuple[int, ...] = (16, 32)
+    enc_blocks: int = 2
+    motion_channels: tuple[int, ...] = (16, 32, 64, 128, 128)
+    flow_channels: tuple[int, ...] = (64, 32, 16, 8)
+    refine_channels: int = 32
+    refine_blocks: int = 0
+    up_channels: tuple[int, ...] = (8,)
+
+    def __post_init__(self) -> None:
+        _pos_int(self, "image_size", "warp_size", "app_channels", "enc_blocks", "refine_channels")
+        _check(
+            isinstance(self.refine_blocks, int) and self.refine_blocks >= 0,
+            "AutoencoderConfig.refine_blocks",
+            "must be an int >= 0",
+        )
+        for n in ("enc_channels", "motion_channels", "flow_channels", "up_channels"):
+            v = getattr(self, n)
+            _check(
+                all(isinstance(c, int) and c > 0 for c in v),
+                f"AutoencoderConfig.{n}",
+                "must be a tuple of positive ints",
+            )
+        _check(
+            _is_pow2(self.image_size) and _is_pow2(self.warp_size) and self.warp_size <= self.image_size,
+            "AutoencoderConfig.warp_size",
+            "image_size and warp_size must be powers of 2, warp_size <= image_size",
+        )
+        n_up = int(math.log2(self.image_size // self.warp_size))
+        _check(n_up >= 1, "AutoencoderConfig.warp_size", "must be smaller than image_size")
+        _check(
+            len(self.up_channels) == max(n_up - 1, 0),
+            "AutoencoderConfig.up_channels",
+            f"needs log2(image_size/warp_size) - 1 = {max(n_up - 1, 0)} entries, got {len(self.up_channels)}",
+        )
+        _check(
+            len(self.enc_channels) == n_up,
+            "AutoencoderConfig.enc_channels",
+            f"needs log2(image_size/warp_size) = {n_up} entries, got {len(self.enc_channels)}",
+        )
+        _check(
+            self.warp_size >= 8 and 8 * 2 ** (len(self.flow_channels) - 1) == self.warp_size,
+            "AutoencoderConfig.flow_channels",
+            f"needs log2(warp_size/8)+1 = {int(math.log2(max(self.warp_size, 8) // 8)) + 1} entries",
+        )
+        _check(
+            len(self.motion_channels) >= 1 and self.image_size // 2 ** len(self.motion_channels) >= 4,
+            "AutoencoderConfig.motion_channels",
+            "too many stride-2 stages for image_size",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole model. ``latent_dim`` is the motion latent shared by generator, head and autoencoder."""
+
+    profile: str = "lite"
+    latent_dim: int = 64
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.profile, str) and self.profile != "", "ModelConfig.profile", "must be a string"
+        )
+        _pos_int(self, "latent_dim")
+        for n, t in (
+            ("audio", AudioConfig),
+            ("generator", GeneratorConfig),
+            ("head", HeadConfig),
+            ("sampler", SamplerConfig),
+            ("train", TrainConfig),
+            ("autoencoder", AutoencoderConfig),
+        ):
+            _check(isinstance(getattr(self, n), t), f"ModelConfig.{n}", f"must be an {t.__name__}")
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, d, "ModelConfig")
+
+    @classmethod
+    def from_json(cls, s: str) -> ModelConfig:
+        try:
+            d = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"ModelConfig: invalid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """Copy with changes; nested sections may be given as dicts of field changes."""
+        out = {}
+        for k, v in changes.items():
+            cur = getattr(self, k, None)
+            if dataclasses.is_dataclass(cur) and isinstance(v, dict):
+                v = dataclasses.replace(cur, **{kk: _coerce(type(cur), kk, vv) for kk, vv in v.items()})
+            out[k] = v
+        return dataclasses.replace(self, **out)
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        raise ConfigError(f"{cls.__name__}.{name}: unknown field")
+    t = hints[name]
+    if typing.get_origin(t) is tuple and isinstance(value, list):
+        return tuple(value)
+    if t is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _from_dict(cls: type, d: Any, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}")
+    kwargs = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            kwargs[k] = _from_dict(t, v, f"{where}.{k}")
+        else:
+            kwargs[k] = _coerce(cls, k, v)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _lite() -> ModelConfig:
+    return ModelConfig(profile="lite")
+
+
+def _base() -> ModelConfig:
+    return ModelConfig(
+        profile="base",
+        latent_dim=512,
+        audio=AudioConfig(channels=512, dilations=(1, 2, 4, 8, 16), feature_dim=768),
+        generator=GeneratorConfig(width=768, layers=12, heads=12, mlp_ratio=4, window=100),
+        head=HeadConfig(width=768, blocks=6, mlp_ratio=4, time_freq_dim=256),
+        autoencoder=AutoencoderConfig(
+            image_size=512,
+            warp_size=128,
+            app_channels=64,
+            enc_channels=(32, 64),
+            enc_blocks=3,
+            motion_channels=(32, 64, 128, 256, 512, 512),
+            flow_channels=(256, 128, 64, 48, 32),
+            refine_channels=64,
+            refine_blocks=2,
+            up_channels=(32,),
+        ),
+    )
+
+
+PROFILES: dict[str, typing.Callable[[], ModelConfig]] = {"lite": _lite, "base": _base}
+
+
+def load_profile(name: str, **overrides: Any) -> ModelConfig:
+    """The named profile's config, optionally with overrides (``audio={"lookahead_ms": 120}``)."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+    cfg = PROFILES[name]()
+    return cfg.replace(**overrides) if overrides else cfg

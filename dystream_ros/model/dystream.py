@@ -1,0 +1,36 @@
+"""The whole DyStream model: audio encoder, generator, flow head and warping autoencoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dystream_ros.config import ModelConfig
+from dystream_ros.model.audio import AudioEncoder
+from dystream_ros.model.autoencoder import Autoencoder
+from dystream_ros.model.flow_head import FlowHead
+from dystream_ros.model.generator import Generator
+
+__all__ = ["DyStreamModel", "build_model"]
+
+
+class DyStreamModel(nn.Module):
+    """Sizes come only from ``cfg``. ``render=False`` leaves out the appearance encoder and decoder."""
+
+    def __init__(self, cfg: ModelConfig, render: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.render = render
+        self.audio = AudioEncoder(cfg.audio)
+        self.generator = Generator(cfg.generator, cfg.latent_dim, cfg.audio.feature_dim, cfg.head.width)
+        self.head = FlowHead(cfg.head, cfg.latent_dim)
+        self.autoencoder = Autoencoder(cfg.autoencoder, cfg.latent_dim, render=render)
+
+
+def build_model(cfg: ModelConfig, render: bool = True, seed: int | None = 0) -> DyStreamModel:
+    """Build with deterministic random init (``seed``) without touching the global RNG state."""
+    if seed is None:
+        return DyStreamModel(cfg, render=render)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DyStreamModel(cfg, render=render)

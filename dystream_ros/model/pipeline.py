@@ -1,0 +1,329 @@
+"""Public API: ``load_pipeline`` -> :class:`Pipeline` -> :class:`Session` (streaming, frame by frame).
+
+A session buffers both audio channels by absolute sample index and produces frame ``n`` as soon as both
+hold audio up to ``40(n+1) + L`` ms. Each frame: audio features from a fixed window per channel, one
+generator step against the KV ring, guided Euler sampling of the latent with noise seeded by
+(session seed, frame index), and (unless latents-only) a warp-render of the reference. Replays are
+bit-reproducible: nothing depends on wall-clock timing or on how the audio was chunked.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dystream_ros.config import ModelConfig, load_profile
+from dystream_ros.model.checkpoint import checkpoint_id, load_checkpoint
+from dystream_ros.model.dystream import DyStreamModel, build_model
+from dystream_ros.model.flow_head import Guidance, guidance_branches
+from dystream_ros.model.generator import empty_cache
+
+__all__ = ["ASSETS", "Frame", "Pipeline", "Session", "default_checkpoint_path", "frame_seed", "load_pipeline"]
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_AVATAR = ASSETS / "avatars" / "default.png"
+_MASK64 = (1 << 64) - 1
+
+
+def default_checkpoint_path(profile: str) -> Path:
+    return ASSETS / "models" / f"{profile}.safetensors"
+
+
+def frame_seed(seed: int, index: int) -> int:
+    """A well-mixed 63-bit seed for frame ``index`` of a session seeded ``seed`` (splitmix64)."""
+    z = (int(seed) * 0x9E3779B97F4A7C15 + int(index) * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 1
+
+
+@dataclass
+class Frame:
+    index: int
+    audio_time_s: float
+    latent: np.ndarray  # (D,) float32
+    image: np.ndarray | None  # (S, S, 3) uint8 RGB, None in latents-only mode
+    timings: dict[str, float] = field(default_factory=dict)  # ms: audio, generator, head, render, total
+
+
+class _SampleBuffer:
+    """Mono samples by absolute index: what was pushed, minus what was discarded."""
+
+    def __init__(self) -> None:
+        self.data = np.zeros(0, dtype=np.float32)
+        self.received = 0  # absolute index one past the last pushed sample
+        self.keep_from = 0  # samples before this index are (or will be, when they arrive) discarded
+
+    def push(self, x: np.ndarray) -> None:
+        skip = min(max(self.keep_from - self.received, 0), len(x))
+        self.received += len(x)
+        if skip < len(x):
+            self.data = np.concatenate([self.data, x[skip:]])
+
+    def discard_before(self, index: int) -> None:
+        self.keep_from = max(self.keep_from, index)
+        start = self.received - len(self.data)
+        if index > start:
+            self.data = self.data[index - start :]
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Samples [a, b); indices < 0 read as silence. Requires b <= received."""
+        start = self.received - len(self.data)
+        if b > self.received or (a >= 0 and a < start) or (a < 0 and start > 0):
+            raise RuntimeError(f"samples [{a}, {b}) not buffered (have [{start}, {self.received}))")
+        out = np.zeros(b - a, dtype=np.float32)
+        lo = max(a, 0)
+        out[lo - a :] = self.data[lo - start : b - start]
+        return out
+
+
+def _as_audio(x: object, name: str) -> np.ndarray:
+    if x is None:
+        return np.zeros(0, dtype=np.float32)
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise ValueError(f"{name} audio must be 1-D mono samples, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{name} audio must be float in [-1, 1] (got dtype {a.dtype}); convert int16 first")
+    return a.astype(np.float32, copy=False)
+
+
+def _image_tensor(image: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """HxWx3 uint8 RGB (HxWx4: alpha dropped) -> (1, 3, size, size) float in [-1, 1].
+
+    Non-square images are centre-cropped to a square first, then resized (bicubic).
+    """
+    from PIL import Image
+
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4) or min(img.shape[:2]) < 1:
+        raise ValueError(f"reference image must be HxWx3 uint8 RGB, got shape {img.shape} dtype {img.dtype}")
+    img = img[..., :3]
+    h, w = img.shape[:2]
+    s = min(h, w)
+    img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    if s != size:
+        img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.BICUBIC))
+    t = torch.from_numpy(np.array(img, copy=True)).to(device=device, dtype=torch.float32)
+    return (t.permute(2, 0, 1)[None] / 127.5) - 1.0
+
+
+class Session:
+    """One conversation stream. Not thread-safe: call from one thread (the node's timer)."""
+
+    def __init__(self, pipe: Pipeline, reference_image: np.ndarray, seed: int = 0) -> None:
+        cfg = pipe.config
+        self._pipe = pipe
+        self._backend = pipe.backend
+        self._cfg = cfg
+        self.seed = int(seed)
+        self._steps = cfg.sampler.steps
+        self._guidance = Guidance(
+            cfg.sampler.guidance_speaker, cfg.sampler.guidance_listener, cfg.sampler.guidance_anchor
+        )
+        self._branches = guidance_branches(self._guidance)
+        self.set_reference(reference_image)
+        self.reset()
+
+    # -- settings ---------------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    @steps.setter
+    def steps(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= 10:
+            raise ValueError(f"steps must be an int in 1..10, got {n!r}")
+        self._steps = int(n)
+
+    @property
+    def guidance(self) -> Guidance:
+        return self._guidance
+
+    @guidance.setter
+    def guidance(self, g: Guidance) -> None:
+        if not isinstance(g, Guidance):
+            raise ValueError(f"guidance must be a Guidance(speaker=, listener=, anchor=), got {g!r}")
+        self._guidance = g
+        self._branches = guidance_branches(g)
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def next_index(self) -> int:
+        return self._next
+
+    def reset(self) -> None:
+        """Restart the stream at frame 0 with the same reference (audio, history and ring cleared)."""
+        self._next = 0
+        self._generated = 0
+        self._audio = (_SampleBuffer(), _SampleBuffer())
+        self._k, self._v = empty_cache(self._pipe.model.generator, self._backend.device)
+        self._prev = self._m0
+
+    def set_reference(self, image: np.ndarray) -> None:
+        """New appearance and reference motion m0 (also the anchor); the stream and its history go on."""
+        ref = _image_tensor(image, self._cfg.autoencoder.image_size, self._backend.device)
+        self._appearance, self._m0 = self._backend.encode_reference(ref)
+        self._reference = ref
+
+    @property
+    def reference_motion(self) -> np.ndarray:
+        """m0, the motion latent of the current reference image, (D,) float32."""
+        return self._m0[0].detach().cpu().numpy().copy()
+
+    def push_audio(self, speaker: np.ndarray | None = None, listener: np.ndarray | None = None) -> None:
+        """Append 16 kHz mono float samples to either channel (any lengths, including 0 / None)."""
+        spk, lis = _as_audio(speaker, "speaker"), _as_audio(listener, "listener")
+        self._audio[0].push(spk)
+        self._audio[1].push(lis)
+
+    def frames_available(self) -> int:
+        a = self._cfg.audio
+        need = (self._next + 1) * a.samples_per_frame + a.lookahead_samples
+        have = min(b.received for b in self._audio)
+        return 0 if have < need else (have - need) // a.samples_per_frame + 1
+
+    def skip(self, n: int) -> int:
+        """Drop the next ``n`` frames (their audio is discarded); the history goes on from the last latent."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"skip needs an int >= 0, got {n!r}")
+        self._next += int(n)
+        self._discard()
+        return int(n)
+
+    def _discard(self) -> None:
+        first = self._next * self._cfg.audio.samples_per_frame - self._cfg.audio.context_samples
+        for b in self._audio:
+            b.discard_before(first)
+
+    # -- the frame --------------------------------------------------------------------------------
+    def step(self) -> Frame | None:
+        """Produce the next frame, or None until its audio (incl. lookahead) is buffered on both channels."""
+        if self.frames_available() == 0:
+            return None
+        a, be, n = self._cfg.audio, self._backend, self._next
+        dev = be.device
+        t0 = time.perf_counter()
+        start = n * a.samples_per_frame - a.context_samples
+        windows = np.stack([b.read(start, start + a.window_samples) for b in self._audio])
+        feats = be.encode_audio(torch.from_numpy(windows)[None].to(dev))
+        t1 = time.perf_counter()
+        drop, coef = self._branches
+        cond, self._k, self._v = be.generator_step(
+            self._prev,
+            feats,
+            self._m0,
+            drop.to(dev),
+            self._k,
+            self._v,
+            torch.tensor(self._generated, dtype=torch.int64, device=dev),
+        )
+        t2 = time.perf_counter()
+        g = torch.Generator().manual_seed(frame_seed(self.seed, n))
+        noise = torch.randn(1, self._cfg.latent_dim, generator=g).to(dev)
+        latent = be.sample(noise, cond, coef.to(dev), self._steps)
+        t3 = time.perf_counter()
+        image = None
+        if self._pipe.render:
+            img = be.decode(latent, self._m0, self._appearance, self._reference)
+            image = ((img[0] + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+            image = image.cpu().numpy().copy()
+        t4 = time.perf_counter()
+        self._prev = latent
+        self._generated += 1
+        self._next += 1
+        self._discard()
+        ms = 1000.0
+        timings = {
+            "audio": (t1 - t0) * ms,
+            "generator": (t2 - t1) * ms,
+            "head": (t3 - t2) * ms,
+            "render": (t4 - t3) * ms,
+            "total": (t4 - t0) * ms,
+        }
+        return Frame(
+            index=n,
+            audio_time_s=n / self._cfg.audio.fps,
+            latent=latent[0].detach().cpu().numpy().astype(np.float32, copy=True),
+            image=image,
+            timings=timings,
+        )
+
+
+class Pipeline:
+    """A loaded model plus its execution backend. Create sessions with :meth:`start_session`."""
+
+    def __init__(
+        self,
+        model: DyStreamModel,
+        checkpoint_id: str,
+        backend: str = "torch",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        from dystream_ros.runtime.backends import make_backend
+
+        self.model = model.eval()
+        self.config: ModelConfig = model.cfg
+        self.render = model.render
+        self.checkpoint_id = checkpoint_id
+        self.backend = make_backend(backend, self.model, device)
+        a = self.config.audio
+        self.sample_rate = a.sample_rate
+        self.fps = a.fps
+        self.lookahead_ms = a.lookahead_ms
+        self.samples_per_frame = a.samples_per_frame
+        self.lookahead_samples = a.lookahead_samples
+        self.latent_dim = self.config.latent_dim
+        self.image_size = self.config.autoencoder.image_size
+        self.profile = self.config.profile
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def default_reference(self) -> np.ndarray:
+        """The embedded avatar image (HxWx3 uint8 RGB)."""
+        from PIL import Image
+
+        if not DEFAULT_AVATAR.is_file():
+            raise FileNotFoundError(f"default avatar image missing: {DEFAULT_AVATAR}")
+        with Image.open(DEFAULT_AVATAR) as im:
+            return np.asarray(im.convert("RGB")).copy()
+
+    def start_session(self, reference_image: np.ndarray, seed: int = 0) -> Session:
+        return Session(self, reference_image, seed=seed)
+
+
+def load_pipeline(
+    checkpoint: str | Path | None = None,
+    profile: str | ModelConfig = "lite",
+    device: str | torch.device = "cpu",
+    render: bool = True,
+    backend: str = "torch",
+) -> Pipeline:
+    """Load a model for streaming.
+
+    checkpoint: None -> the embedded default ``dystream_ros/assets/models/<profile>.safetensors``;
+    ``"random"`` -> seeded random weights (seed 0) built from ``profile`` (a name or a ModelConfig);
+    a path -> that checkpoint (its config comes from the file; ``profile`` is ignored).
+    render=False: latents only (no appearance encoder / decoder). backend: ``torch`` | ``onnxruntime``.
+    """
+    if checkpoint == "random":
+        cfg = profile if isinstance(profile, ModelConfig) else load_profile(profile)
+        return Pipeline(build_model(cfg, render=render, seed=0), "random", backend, device)
+    if checkpoint is None:
+        name = profile.profile if isinstance(profile, ModelConfig) else profile
+        path = default_checkpoint_path(name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"embedded default checkpoint missing: {path}. Pass checkpoint='random' for randomly "
+                f"initialised weights, or train one (it is written to that path)."
+            )
+    else:
+        path = Path(checkpoint)
+    model = load_checkpoint(path, render=render, device="cpu")
+    return Pipeline(model, checkpoint_id(path), backend, device)

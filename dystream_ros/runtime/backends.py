@@ -1,0 +1,196 @@
+"""Execution backends for the per-frame steps: ``torch`` (CPU or CUDA) and ``onnxruntime`` (CPU).
+
+Both expose the same methods over torch tensors and run the same step graphs (``runtime.steps``), so a
+session behaves identically up to float rounding. TensorRT is a later issue.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import torch
+
+from dystream_ros.model.dystream import DyStreamModel
+from dystream_ros.runtime import steps
+
+__all__ = ["BACKENDS", "Backend", "OnnxRuntimeBackend", "TorchBackend", "make_backend"]
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+class Backend:
+    """Common interface; subclasses implement the steps. Tensors in and out live on ``self.device``."""
+
+    name = "abstract"
+    device = torch.device("cpu")
+
+    def encode_reference(self, image: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(1, 3, S, S) -> appearance (1, A, s, s) or None when not rendering, m0 (1, D)."""
+        raise NotImplementedError
+
+    def encode_audio(self, windows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generator_step(self, prev, audio, anchor, drop, k_cache, v_cache, pos):
+        raise NotImplementedError
+
+    def head_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def head_time(self, t: torch.Tensor) -> torch.Tensor:
+        """(N,) times -> (N, M) time modulation."""
+        raise NotImplementedError
+
+    def time_modulation(self, steps: int) -> torch.Tensor:
+        """(steps, M) modulation of the fixed Euler grid t = i / steps, computed once per step count."""
+        cache = self.__dict__.setdefault("_time_cache", {})
+        if steps not in cache:
+            cache[steps] = self.head_time(
+                torch.arange(steps, dtype=torch.float32, device=self.device) / steps
+            )
+        return cache[steps]
+
+    def head_step(self, x, time_mod, dt, cond_mod, coef) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, latent, m0, appearance, reference) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, noise: torch.Tensor, cond: torch.Tensor, coef: torch.Tensor, steps: int) -> torch.Tensor:
+        """Guided Euler sampling from noise (1, D) with conditions (Q, Wh) -> latent (1, D)."""
+        cond_mod = self.head_condition(cond)
+        time_mod = self.time_modulation(steps)
+        dt = torch.full((1,), 1.0 / steps, device=self.device)
+        x = noise
+        for i in range(steps):
+            x = self.head_step(x, time_mod[i : i + 1], dt, cond_mod, coef)
+        return x
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: DyStreamModel, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.render = model.render
+        self._audio = steps.AudioStep(model)
+        self._gen = steps.GeneratorStep(model)
+        self._cond = steps.HeadCondition(model)
+        self._time = steps.HeadTime(model)
+        self._head = steps.HeadStep(model)
+        if self.render:
+            self._ref = steps.ReferenceStep(model)
+            self._decode = steps.DecodeStep(model)
+            # oneDNN convolutions with few channels are several times faster in NHWC on CPU.
+            self._fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+            model.autoencoder.to(memory_format=self._fmt)
+        else:
+            self._motion = steps.MotionStep(model)
+
+    @torch.inference_mode()
+    def encode_reference(self, image):
+        if self.render:
+            return self._ref(image.to(memory_format=self._fmt))
+        return None, self._motion(image)
+
+    @torch.inference_mode()
+    def encode_audio(self, windows):
+        return self._audio(windows)
+
+    @torch.inference_mode()
+    def generator_step(self, prev, audio, anchor, drop, k_cache, v_cache, pos):
+        return self._gen(prev, audio, anchor, drop, k_cache, v_cache, pos)
+
+    @torch.inference_mode()
+    def head_condition(self, cond):
+        return self._cond(cond)
+
+    @torch.inference_mode()
+    def head_time(self, t):
+        return self._time(t)
+
+    @torch.inference_mode()
+    def head_step(self, x, time_mod, dt, cond_mod, coef):
+        return self._head(x, time_mod, dt, cond_mod, coef)
+
+    @torch.inference_mode()
+    def decode(self, latent, m0, appearance, reference):
+        return self._decode(latent, m0, appearance, reference.to(memory_format=self._fmt))
+
+
+class OnnxRuntimeBackend(Backend):
+    """Exports the steps to ONNX once (into a private temporary directory) and runs them on CPU."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self, model: DyStreamModel, device: str | torch.device = "cpu", threads: int | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        from dystream_ros.runtime.onnx_export import export_onnx
+
+        if torch.device(device).type != "cpu":
+            raise NotImplementedError(
+                "the onnxruntime backend runs on CPU only; use backend='torch' for CUDA"
+            )
+        self.render = model.render
+        self._tmp = tempfile.TemporaryDirectory(prefix="dystream_onnx_")
+        paths = export_onnx(model.cpu().eval(), self._tmp.name)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._s = {
+            n: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+            for n, p in paths.items()
+        }
+
+    def _run(self, name: str, *args: torch.Tensor) -> list[torch.Tensor]:
+        sess = self._s[name]
+        feeds = {
+            i.name: np.ascontiguousarray(a.detach().cpu().numpy())
+            for i, a in zip(sess.get_inputs(), args, strict=True)
+        }
+        return [torch.from_numpy(o) for o in sess.run(None, feeds)]
+
+    def encode_reference(self, image):
+        if self.render:
+            app, m0 = self._run("reference", image)
+            return app, m0
+        return None, self._run("motion", image)[0]
+
+    def encode_audio(self, windows):
+        return self._run("audio", windows)[0]
+
+    def generator_step(self, prev, audio, anchor, drop, k_cache, v_cache, pos):
+        cond, k, v = self._run("generator_step", prev, audio, anchor, drop, k_cache, v_cache, pos)
+        return cond, k, v
+
+    def head_condition(self, cond):
+        return self._run("head_condition", cond)[0]
+
+    def head_time(self, t):
+        return self._run("head_time", t)[0]
+
+    def head_step(self, x, time_mod, dt, cond_mod, coef):
+        return self._run("head_step", x, time_mod, dt, cond_mod, coef)[0]
+
+    def decode(self, latent, m0, appearance, reference):
+        return self._run("decoder", latent, m0, appearance, reference)[0]
+
+
+def make_backend(name: str, model: DyStreamModel, device: str | torch.device = "cpu") -> Backend:
+    """``torch`` | ``onnxruntime``; ``tensorrt`` is not implemented yet (raises NotImplementedError)."""
+    if name == "torch":
+        return TorchBackend(model, device)
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(model, device)
+    if name == "tensorrt":
+        raise NotImplementedError(
+            "backend='tensorrt' is not implemented yet (TensorRT engines are a later issue); "
+            "use backend='torch' or backend='onnxruntime'"
+        )
+    raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")

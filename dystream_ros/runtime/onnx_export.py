@@ -1,0 +1,131 @@
+"""ONNX export of the per-frame step functions (``runtime.steps``), opset 17.
+
+The generator step takes and returns the KV ring explicitly; the only dynamic axis is ``Q``, the number
+of guidance branches. These graphs are what the onnxruntime backend runs and the basis for TensorRT.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dystream_ros.model.dystream import DyStreamModel
+from dystream_ros.runtime import steps
+
+__all__ = ["OPSET", "STEP_NAMES", "example_inputs", "export_onnx", "export_step"]
+
+OPSET = 17
+
+# name -> (module class, input names, output names, dynamic axes)
+_SPECS: dict[str, tuple[type[nn.Module], list[str], list[str], dict[str, dict[int, str]]]] = {
+    "audio": (steps.AudioStep, ["windows"], ["features"], {}),
+    "generator_step": (
+        steps.GeneratorStep,
+        ["prev", "audio", "anchor", "drop", "k_cache", "v_cache", "pos"],
+        ["cond", "k_cache_out", "v_cache_out"],
+        {"drop": {0: "Q"}, "cond": {0: "Q"}},
+    ),
+    "head_condition": (steps.HeadCondition, ["cond"], ["cond_mod"], {"cond": {0: "Q"}, "cond_mod": {0: "Q"}}),
+    "head_time": (steps.HeadTime, ["t"], ["time_mod"], {"t": {0: "N"}, "time_mod": {0: "N"}}),
+    "head_step": (
+        steps.HeadStep,
+        ["x", "time_mod", "dt", "cond_mod", "coef"],
+        ["x_next"],
+        {"cond_mod": {0: "Q"}, "coef": {0: "Q"}},
+    ),
+    "motion": (steps.MotionStep, ["image"], ["m0"], {}),
+    "reference": (steps.ReferenceStep, ["image"], ["appearance", "m0"], {}),
+    "decoder": (steps.DecodeStep, ["latent", "m0", "appearance", "reference"], ["image"], {}),
+}
+STEP_NAMES = tuple(_SPECS)
+RENDER_STEPS = ("reference", "decoder")
+
+
+def example_inputs(model: DyStreamModel, name: str, branches: int = 3) -> tuple[torch.Tensor, ...]:
+    """Deterministic example inputs of the right shapes for step ``name`` (also used by parity tests)."""
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(1234)
+
+    def rnd(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    d, f = cfg.latent_dim, cfg.audio.feature_dim
+    mod = (3 * cfg.head.blocks + 2) * cfg.head.width
+    ae = cfg.autoencoder
+    if name == "audio":
+        return (0.1 * rnd(1, 2, cfg.audio.window_samples),)
+    if name == "generator_step":
+        drop = torch.zeros(branches, 3, dtype=torch.bool)
+        for i in range(1, branches):
+            drop[i, (i - 1) % 3] = True
+        shape = model.generator.cache_shape
+        return (
+            rnd(1, d),
+            rnd(1, 2, f),
+            rnd(1, d),
+            drop,
+            rnd(*shape),
+            rnd(*shape),
+            torch.tensor(cfg.generator.window + 3, dtype=torch.int64),
+        )
+    if name == "head_condition":
+        return (rnd(branches, cfg.head.width),)
+    if name == "head_time":
+        return (torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8]),)
+    if name == "head_step":
+        coef = torch.full((branches,), -0.5)
+        coef[0] = 1.0 + 0.5 * (branches - 1)
+        return (rnd(1, d), rnd(1, mod), torch.tensor([0.2]), rnd(branches, mod), coef)
+    if name in ("motion", "reference"):
+        return (rnd(1, 3, ae.image_size, ae.image_size).clamp(-1, 1),)
+    if name == "decoder":
+        return (
+            rnd(1, d),
+            rnd(1, d),
+            rnd(1, ae.app_channels, ae.warp_size, ae.warp_size),
+            rnd(1, 3, ae.image_size, ae.image_size).clamp(-1, 1),
+        )
+    raise KeyError(f"unknown step {name!r}; known: {STEP_NAMES}")
+
+
+def export_step(model: DyStreamModel, name: str, path: str | Path | None = None) -> bytes:
+    """Export one step to ONNX; returns the serialized model (and writes it to ``path`` if given)."""
+    cls, inputs, outputs, dynamic = _SPECS[name]
+    module = cls(model).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy (TorchScript) exporter's deprecation notices
+        torch.onnx.export(
+            module,
+            example_inputs(model, name),
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic or None,
+            do_constant_folding=True,
+        )
+    data = buf.getvalue()
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data
+
+
+def export_onnx(
+    model: DyStreamModel, out_dir: str | Path, names: tuple[str, ...] | None = None
+) -> dict[str, Path]:
+    """Export the steps (default: all the model supports) to ``out_dir/<name>.onnx``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if names is None:
+        names = tuple(n for n in STEP_NAMES if model.render or n not in RENDER_STEPS)
+    paths = {}
+    for n in names:
+        paths[n] = out / f"{n}.onnx"
+        export_step(model, n, paths[n])
+    return paths
