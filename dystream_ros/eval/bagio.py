@@ -289,6 +289,8 @@ def pick_audio_topics(topics: dict[str, str], speaker: str | None = None,
                     return t
         return None
 
+    if speaker is None and listener is None and len(audio) == 1:
+        return next(iter(audio)), None
     if speaker is None:
         speaker = find(("speaker", "tts", "robot", "self"), listener)
     if listener is None:

@@ -1,0 +1,155 @@
+"""Offline replay (`dystream replay`): deterministic, storage-independent, the outputs DESIGN.md §6 names.
+
+Random weights (``checkpoint="random"``) keep the test independent of the embedded default; the
+conversation is ~1.2 s so the suite stays fast on 2 busy cores. Timing is never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from dystream_ros.eval import bagio, replay
+
+SECONDS = 1.2
+SR = 16000
+
+
+def _speech_like(seconds: float, seed: int, f0: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(SR * seconds)) / SR
+    syll = (np.sin(2 * np.pi * 4.0 * t) > 0).astype(np.float32)  # 4 Hz on/off "syllables"
+    x = 0.3 * np.sin(2 * np.pi * f0 * t) * syll + 0.02 * rng.standard_normal(t.size)
+    return np.clip(x, -1, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def conversation(tmp_path_factory):
+    d = tmp_path_factory.mktemp("conv")
+    spk = _speech_like(SECONDS, 0, 180.0)
+    lis = np.roll(_speech_like(SECONDS, 1, 240.0), SR // 4) * 0.5
+    wavfile.write(d / "speaker.wav", SR, (spk * 32767).astype(np.int16))
+    wavfile.write(d / "listener.wav", SR, (lis * 32767).astype(np.int16))
+    bags = {st: bagio.make_bag(d / "speaker.wav", d / "listener.wav", d / f"bag_{st}", storage=st)
+            for st in ("mcap", "sqlite3")}
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:256, 0:256]
+    ref = np.stack([xx, yy, (xx + yy) // 2], -1).astype(np.uint8)
+    Image.fromarray(ref).save(d / "ref.png")
+    return {"dir": d, "bags": bags, "ref": d / "ref.png"}
+
+
+@pytest.fixture(scope="module")
+def latents_pipe():
+    from dystream_ros.model import load_pipeline
+
+    return load_pipeline(checkpoint="random", profile="lite", render=False)
+
+
+def _replay_latents(pipe, bag, out, ref, seed=0, **kw):
+    rep = replay.replay(bag, out, checkpoint="random", pipe=pipe, reference=ref, seed=seed, video=False,
+                        lipsync=False, progress=False, **kw)
+    return rep, np.load(out / "latents.npy")
+
+
+def test_replay_is_deterministic_and_storage_independent(conversation, latents_pipe, tmp_path):
+    pipe = latents_pipe
+    rep1, a = _replay_latents(pipe, conversation["bags"]["mcap"], tmp_path / "a", conversation["ref"])
+    _, b = _replay_latents(pipe, conversation["bags"]["mcap"], tmp_path / "b", conversation["ref"])
+    rep3, c = _replay_latents(pipe, conversation["bags"]["sqlite3"], tmp_path / "c", conversation["ref"])
+    expected = int(np.ceil(SECONDS * 25 - 1e-9))
+    assert rep1["frames"] == expected == a.shape[0]
+    assert a.shape[1] == pipe.latent_dim and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)  # same bag, same seed: identical latents
+    np.testing.assert_array_equal(a, c)  # sqlite3 and MCAP copies of the same audio
+    assert rep3["storage"] == "sqlite3" and rep1["storage"] == "mcap"
+    assert rep1["skipped_frames"] == 0
+    _, d = _replay_latents(pipe, conversation["bags"]["mcap"], tmp_path / "d", conversation["ref"], seed=7)
+    assert not np.array_equal(a, d)  # the seed matters
+
+
+def test_replay_accepts_audio_common_msgs(conversation, latents_pipe, tmp_path):
+    """The same audio as audio_common_msgs/AudioDataStamped (+AudioInfo) gives the same latents."""
+    pipe = latents_pipe
+    t = bagio.typestore().types
+    with bagio.BagReader(conversation["bags"]["mcap"]) as bag:
+        events = list(bag.messages())
+        msgs = [(topic, log, bag.deserialize(raw, ty)) for topic, ty, log, raw in events]
+    ac = tmp_path / "ac"
+    with bagio.BagWriter(ac, storage="sqlite3") as w:
+        for ns in ("/tts", "/mic"):
+            w.add_topic(f"{ns}/audio_info", bagio.AUDIO_INFO, kind="latched")
+            w.add_topic(f"{ns}/audio_stamped", bagio.AUDIO_DATA_STAMPED, kind="sensor")
+            w.write(f"{ns}/audio_info", bagio.DEFAULT_START_NS, t[bagio.AUDIO_INFO](
+                channels=1, sample_rate=SR, sample_format="S16LE", bitrate=0, coding_format="wave"))
+        for topic, log, m in msgs:
+            ns = "/tts" if topic == bagio.DEFAULT_SPEAKER_TOPIC else "/mic"
+            w.write(f"{ns}/audio_stamped", log, t[bagio.AUDIO_DATA_STAMPED](
+                header=m.header, audio=t[bagio.AUDIO_DATA](data=m.data)))
+    rep, got = _replay_latents(pipe, ac, tmp_path / "out_ac", conversation["ref"])
+    assert rep["speaker_topic"] == "/tts/audio_stamped" and rep["listener_topic"] == "/mic/audio_stamped"
+    _, ref_latents = _replay_latents(pipe, conversation["bags"]["mcap"], tmp_path / "out_chunk",
+                                     conversation["ref"])
+    np.testing.assert_array_equal(got, ref_latents)
+
+
+def test_replay_writes_video_bag_report_and_plots(conversation, tmp_path):
+    from dystream_ros.cli import main
+    from dystream_ros.eval.video import probe
+
+    out = tmp_path / "out"
+    rc = main(["replay", str(conversation["bags"]["sqlite3"]), "--out", str(out), "--checkpoint", "random",
+               "--reference", str(conversation["ref"]), "--seed", "3", "--no-progress"])
+    assert rc == 0
+    for name in ("output.mcap", "video.mp4", "report.json", "latency.png", "lipsync.png", "latents.npy"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rep = json.loads((out / "report.json").read_text())
+    for key in ("frames", "fps", "step_ms", "processing_ms", "av_offset_ms", "skipped_frames", "lipsync",
+                "backend", "profile", "checkpoint"):
+        assert key in rep, key
+    assert set(rep["step_ms"]) == {"p50", "p95", "p99", "max"} == set(rep["processing_ms"])
+    assert set(rep["av_offset_ms"]) == {"p50", "p95", "p99"}
+    assert set(rep["lipsync"]) >= {"offset_frames", "confidence", "correlation"}
+    assert rep["fps"] == 25 and rep["profile"] == "lite" and rep["checkpoint"] == "random"
+    assert rep["mode"] == "offline" and "simulated" in rep["latency_model"]
+    n = rep["frames"]
+    assert n == int(np.ceil(SECONDS * 25 - 1e-9))
+    # simulated real time: never faster than the floor (40 ms frame + lookahead - tick phase)
+    assert rep["av_offset_ms"]["p50"] >= rep["processing_ms"]["p50"]
+
+    info = probe(out / "video.mp4")
+    assert info["video"]["codec"] == "h264" and info["video"]["pix_fmt"] == "yuv420p"
+    assert info["video"]["fps"] == 25.0 and info["video"]["frames"] == n
+    assert info["audio"]["codec"] == "aac"
+    assert abs(info["video"]["duration_s"] - SECONDS) <= 0.04 + 1e-6
+    assert abs(info["audio"]["duration_s"] - SECONDS) <= 0.07  # AAC frame granularity
+
+    with bagio.BagReader(out / "output.mcap") as bag:
+        topics = bag.topics
+        assert topics["/dystream/face_image"] == bagio.IMAGE
+        assert topics["/dystream/motion_latent"] == bagio.MOTION_LATENT
+        assert topics["/dystream/state"] == bagio.AVATAR_STATE
+        assert topics[bagio.DEFAULT_SPEAKER_TOPIC] == bagio.AUDIO_CHUNK  # copy of the input audio
+        lat, img = [], []
+        for topic, ty, t_ns, raw in bag.messages(["/dystream/motion_latent", "/dystream/face_image"]):
+            m = bag.deserialize(raw, ty)
+            assert bagio.stamp_to_ns(m.header.stamp) == t_ns  # bag time = audio time
+            (lat if ty == bagio.MOTION_LATENT else img).append((t_ns, m))
+    assert len(lat) == len(img) == n
+    lat.sort(key=lambda x: x[0])
+    for k, (t_ns, m) in enumerate(lat):
+        assert m.frame_index == k and t_ns == bagio.DEFAULT_START_NS + 40_000_000 * k
+    np.testing.assert_array_equal(np.stack([m.latent for _, m in lat]), np.load(out / "latents.npy"))
+    assert bagio.image_to_array(img[0][1]).shape == (256, 256, 3)
+
+
+def test_replay_reports_missing_topic(conversation, tmp_path):
+    from dystream_ros.cli import main
+
+    rc = main(["replay", str(conversation["bags"]["mcap"]), "--out", str(tmp_path / "o"), "--checkpoint",
+               "random", "--speaker-topic", "/nope", "--no-progress"])
+    assert rc == 2
