@@ -14,7 +14,8 @@ def _wavs(tmp_path, seconds=(1.0, 0.8)):
     t = np.arange(int(sr_s * seconds[0])) / sr_s
     spk = (np.sin(2 * np.pi * 220 * t) * 9000).astype(np.int16)
     tl = np.arange(int(sr_l * seconds[1])) / sr_l
-    lis = (np.stack([np.sin(2 * np.pi * 330 * tl), np.sin(2 * np.pi * 330 * tl)], 1) * 0.25).astype(np.float32)
+    tone = np.sin(2 * np.pi * 330 * tl)
+    lis = (np.stack([tone, tone], 1) * 0.25).astype(np.float32)
     wavfile.write(tmp_path / "s.wav", sr_s, spk)
     wavfile.write(tmp_path / "l.wav", sr_l, lis)
     return tmp_path / "s.wav", tmp_path / "l.wav", spk, lis
@@ -30,7 +31,8 @@ def test_make_bag_round_trip(tmp_path, storage):
         assert bag.storage == storage
         assert bag.topics == {bagio.DEFAULT_SPEAKER_TOPIC: bagio.AUDIO_CHUNK,
                               bagio.DEFAULT_LISTENER_TOPIC: bagio.AUDIO_CHUNK}
-        assert bagio.pick_audio_topics(bag.topics) == (bagio.DEFAULT_SPEAKER_TOPIC, bagio.DEFAULT_LISTENER_TOPIC)
+        expected = (bagio.DEFAULT_SPEAKER_TOPIC, bagio.DEFAULT_LISTENER_TOPIC)
+        assert bagio.pick_audio_topics(bag.topics) == expected
         audio = bagio.read_audio(bag, list(bag.topics))
         logs = [t for _, _, t, _ in bag.messages()]
     assert logs == sorted(logs)

@@ -135,7 +135,7 @@ def test_replay_writes_video_bag_report_and_plots(conversation, tmp_path):
         assert topics["/dystream/state"] == bagio.AVATAR_STATE
         assert topics[bagio.DEFAULT_SPEAKER_TOPIC] == bagio.AUDIO_CHUNK  # copy of the input audio
         lat, img = [], []
-        for topic, ty, t_ns, raw in bag.messages(["/dystream/motion_latent", "/dystream/face_image"]):
+        for _topic, ty, t_ns, raw in bag.messages(["/dystream/motion_latent", "/dystream/face_image"]):
             m = bag.deserialize(raw, ty)
             assert bagio.stamp_to_ns(m.header.stamp) == t_ns  # bag time = audio time
             (lat if ty == bagio.MOTION_LATENT else img).append((t_ns, m))
@@ -153,3 +153,24 @@ def test_replay_reports_missing_topic(conversation, tmp_path):
     rc = main(["replay", str(conversation["bags"]["mcap"]), "--out", str(tmp_path / "o"), "--checkpoint",
                "random", "--speaker-topic", "/nope", "--no-progress"])
     assert rc == 2
+
+
+def test_replay_uses_the_node_parameters(latents_pipe, tmp_path):
+    """Scheduler, sampler and state settings come from the node's parameter file, mapped like the node."""
+    import yaml
+
+    defaults = replay.node_parameters()
+    shipped = yaml.safe_load((bagio.package_share_candidates("config/default.yaml")[0]).read_text())
+    assert defaults["catch_up_limit"] == shipped["/**"]["ros__parameters"]["catch_up_limit"]
+    cfg = replay.scheduler_config(latents_pipe, defaults)
+    assert cfg.catch_up_limit == defaults["catch_up_limit"]
+    assert cfg.listener_wait_s == defaults["listener_wait_ms"] / 1000.0
+    assert cfg.lookahead_samples == latents_pipe.lookahead_samples
+    (tmp_path / "p.yaml").write_text("dystream_node:\n  ros__parameters:\n    catch_up_limit: 2\n"
+                                     "    listener_wait_ms: 500.0\n    steps: 3\n")
+    p = replay.node_parameters(tmp_path / "p.yaml")
+    cfg = replay.scheduler_config(latents_pipe, p)
+    assert cfg.catch_up_limit == 2 and cfg.listener_wait_s == 0.5
+    sess = latents_pipe.start_session(np.zeros((64, 64, 3), np.uint8))
+    replay.apply_session_settings(sess, p)
+    assert sess.steps == 3

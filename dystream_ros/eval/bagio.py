@@ -47,8 +47,9 @@ AUDIO_INFO = "audio_common_msgs/msg/AudioInfo"
 #: Message types that carry audio samples and that replay accepts.
 AUDIO_TYPES = (AUDIO_CHUNK, AUDIO_DATA_STAMPED)
 
-DEFAULT_SPEAKER_TOPIC = "/speaker/audio"
-DEFAULT_LISTENER_TOPIC = "/listener/audio"
+# The avatar node's inputs when it runs in the /dystream namespace (as ``dystream demo`` starts it).
+DEFAULT_SPEAKER_TOPIC = "/dystream/speaker_audio"
+DEFAULT_LISTENER_TOPIC = "/dystream/listener_audio"
 #: make-bag's default start stamp (2023-11-14T22:13:20Z): fixed so the same WAVs give the same bag.
 DEFAULT_START_NS = 1_700_000_000 * 10**9
 
@@ -70,33 +71,36 @@ class BagError(RuntimeError):
 # ---- types -----------------------------------------------------------------------------------------
 
 
-def find_msg_dir() -> Path:
-    """The directory holding this package's ``*.msg`` files.
-
-    Looked up, in order: ``$DYSTREAM_MSG_DIR``; ``msg/`` next to the package in a source checkout;
-    ``share/dystream_ros/msg`` of the colcon install tree that holds the package; the same under
-    every ``$AMENT_PREFIX_PATH`` entry.
-    """
+def package_share_candidates(rel: str) -> list[Path]:
+    """Where a file of the package's share directory (``msg/...``, ``config/...``) may be: next to the
+    Python package in a source checkout, ``share/dystream_ros`` of the colcon install tree holding the
+    package, and ``share/dystream_ros`` under every ``$AMENT_PREFIX_PATH`` entry."""
     import dystream_ros
 
     candidates: list[Path] = []
-    if os.environ.get("DYSTREAM_MSG_DIR"):
-        candidates.append(Path(os.environ["DYSTREAM_MSG_DIR"]))
     for entry in dystream_ros.__path__:
         pkg = Path(entry).resolve()
-        candidates.append(pkg.parent / "msg")
+        candidates.append(pkg.parent / rel)
         # install/dystream_ros/lib/python3.X/site-packages/dystream_ros -> install/dystream_ros/share/...
         for up in pkg.parents[:5]:
-            candidates.append(up / "share" / "dystream_ros" / "msg")
+            candidates.append(up / "share" / "dystream_ros" / rel)
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if prefix:
-            candidates.append(Path(prefix) / "share" / "dystream_ros" / "msg")
+            candidates.append(Path(prefix) / "share" / "dystream_ros" / rel)
+    return list(dict.fromkeys(candidates))
+
+
+def find_msg_dir() -> Path:
+    """The directory holding this package's ``*.msg`` files (``$DYSTREAM_MSG_DIR`` first)."""
+    candidates = package_share_candidates("msg")
+    if os.environ.get("DYSTREAM_MSG_DIR"):
+        candidates.insert(0, Path(os.environ["DYSTREAM_MSG_DIR"]))
     for cand in candidates:
         if (cand / "AudioChunk.msg").is_file():
             return cand
     raise BagError(
         "cannot find dystream_ros message definitions (AudioChunk.msg); looked in: "
-        + ", ".join(str(c) for c in dict.fromkeys(candidates))
+        + ", ".join(str(c) for c in candidates)
         + ". Set DYSTREAM_MSG_DIR to the package's msg/ directory."
     )
 

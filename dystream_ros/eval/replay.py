@@ -98,70 +98,141 @@ def mix(speaker: np.ndarray, listener: np.ndarray) -> np.ndarray:
 
 
 def avatar_state(speaker_db: float, listener_db: float, threshold_db: float = -45.0) -> int:
-    """AvatarState constant from the frame's channel levels (IDLE 0, SPEAKING 1, LISTENING 2, BOTH 3)."""
-    try:  # the node's own rule when it exposes one
-        from dystream_ros.runtime.scheduler import classify_state  # type: ignore[attr-defined]
-
-        return int(classify_state(speaker_db, listener_db))
-    except ImportError:
-        pass
+    """AvatarState constant from the frame's channel levels, the node's rule (``speaking_threshold_db``):
+    IDLE 0, SPEAKING 1, LISTENING 2, BOTH 3."""
     s, li = speaker_db > threshold_db, listener_db > threshold_db
     return 3 if s and li else 1 if s else 2 if li else 0
 
 
 def load_reference(path: str | Path | None, pipe) -> np.ndarray:
-    if path is None:
+    """The reference face as the node loads it: the file as-is (cv2, RGB; the model fits the size), or
+    the embedded avatar, or the node's grey placeholder when neither exists."""
+    if path:
+        import cv2
+
+        bgr = cv2.imread(str(Path(path).expanduser()), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read reference image {path}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
         return pipe.default_reference()
-    from PIL import Image
-
-    img = Image.open(path).convert("RGB")
-    size = int(getattr(pipe, "image_size", img.size[0]))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def scheduler_config(pipe, params: dict | None = None):
-    """The node's scheduler configuration for this pipeline (plus overrides named like its fields)."""
-    from dataclasses import fields
-
-    from dystream_ros.runtime.scheduler import SchedulerConfig
-
-    kw = {"sample_rate": int(pipe.sample_rate), "samples_per_frame": int(pipe.samples_per_frame),
-          "lookahead_samples": int(pipe.lookahead_samples)}
-    ctx = getattr(getattr(getattr(pipe, "config", None), "audio", None), "context_samples", None)
-    if ctx is not None:
-        kw["context_samples"] = int(ctx)
-    names = {f.name for f in fields(SchedulerConfig)}
-    for k, v in (params or {}).items():
-        if k in names and k not in kw:
-            kw[k] = v
-    return SchedulerConfig(**kw)
+    except FileNotFoundError:
+        return np.full((pipe.image_size, pipe.image_size, 3), 128, np.uint8)
 
 
 def load_params(path: str | Path | None) -> dict:
-    """Flat ``ros__parameters`` of a node parameter file (``/**`` or any node section)."""
+    """The ``ros__parameters`` of a node parameter file (every node section merged; nested keys
+    flattened with dots)."""
     if path is None:
         return {}
     import yaml
 
     doc = yaml.safe_load(Path(path).read_text()) or {}
     out: dict = {}
+
+    def flat(d: dict, prefix: str = "") -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                flat(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+
     for section in doc.values():
         if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
-            out.update(_flatten(section["ros__parameters"]))
+            flat(section["ros__parameters"])
     return out
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-            out.setdefault(k, v)
-    return out
+def node_parameters(params_file: str | Path | None = None) -> dict:
+    """The avatar node's parameters: its defaults (``config/default.yaml`` of the package) overlaid
+    with ``params_file``, so that a replay runs with the settings the node would run with."""
+    params: dict = {}
+    for cand in bagio.package_share_candidates("config/default.yaml"):
+        if cand.is_file():
+            params.update(load_params(cand))
+            break
+    params.update(load_params(params_file))
+    return params
+
+
+def scheduler_config(pipe, params: dict | None = None):
+    """The node's :class:`SchedulerConfig` for this pipeline and these node parameters (the same
+    mapping as ``dystream_node``: ``*_ms`` parameters in milliseconds, ``lookahead_ms`` -1 = model)."""
+    from dystream_ros.runtime.scheduler import SchedulerConfig
+
+    p = params or {}
+    lookahead = int(pipe.lookahead_samples)
+    if float(p.get("lookahead_ms", -1)) >= 0:
+        lookahead = max(lookahead, int(round(float(p["lookahead_ms"]) * pipe.sample_rate / 1000)))
+    kw = {"sample_rate": int(pipe.sample_rate), "samples_per_frame": int(pipe.samples_per_frame),
+          "lookahead_samples": lookahead}
+    ctx = getattr(getattr(getattr(pipe, "config", None), "audio", None), "context_samples", None)
+    if ctx is not None:
+        kw["context_samples"] = int(ctx)
+    if "catch_up_limit" in p:
+        kw["catch_up_limit"] = int(p["catch_up_limit"])
+    for name in ("speaker_wait", "listener_wait", "stamp_tolerance"):
+        if f"{name}_ms" in p:
+            kw[f"{name}_s"] = float(p[f"{name}_ms"]) / 1000.0
+    for name in ("max_stamp_skew_s", "max_clock_jump_s", "buffer_s"):
+        if name in p:
+            kw[name] = float(p[name])
+    return SchedulerConfig(**kw)
+
+
+def apply_session_settings(sess, params: dict) -> None:
+    """Flow steps and guidance weights from the node parameters, as the node applies them."""
+    import dataclasses
+
+    if "steps" in params:
+        sess.steps = int(params["steps"])
+    g = getattr(sess, "guidance", None)
+    if g is not None and any(f"guidance_{k}" in params for k in ("speaker", "listener", "anchor")):
+        sess.guidance = dataclasses.replace(
+            g, speaker=float(params.get("guidance_speaker", g.speaker)),
+            listener=float(params.get("guidance_listener", g.listener)),
+            anchor=float(params.get("guidance_anchor", g.anchor)))
+
+
+class PlanRunner:
+    """Hands the scheduler's :class:`TickPlan` s to a model session the way ``dystream_node`` does in
+    its timer: reset on a new stream or a clock reset, ``skip`` for skipped frames, silence for the
+    audio of skipped frames, then the plan's audio, then one ``step()`` per due frame."""
+
+    def __init__(self, session):
+        self.session = session
+        self.pushed = 0  # stream-timeline samples handed to the session
+
+    def reset(self) -> None:
+        self.session.reset()
+        self.pushed = 0
+
+    def run(self, plan):
+        """Yields ``(job, frame, step_ms)`` for every due frame of ``plan``."""
+        sess = self.session
+        if plan.reset_reason:
+            self.reset()
+        if plan.idle:
+            return
+        if plan.stream_started:
+            self.reset()
+        if plan.skipped:
+            sess.skip(plan.skipped)
+        gap = plan.audio_start - self.pushed
+        if gap > 0:  # audio of skipped frames: the session discards it
+            z = np.zeros(gap, np.float32)
+            sess.push_audio(speaker=z, listener=z)
+        if plan.speaker.size:
+            sess.push_audio(speaker=plan.speaker, listener=plan.listener)
+        self.pushed = plan.audio_start + plan.speaker.size
+        for job in plan.frames:
+            t0 = time.perf_counter()
+            frame = sess.step()
+            step_ms = (time.perf_counter() - t0) * 1000.0
+            if frame is None or int(frame.index) != int(job.index):
+                raise RuntimeError(f"model session out of step: expected frame {job.index}, got "
+                                   f"{None if frame is None else frame.index}")
+            yield job, frame, step_ms
 
 
 def _read_events(bag: bagio.BagReader, speaker: str, listener: str | None) -> list[_Event]:
@@ -183,16 +254,21 @@ def _read_events(bag: bagio.BagReader, speaker: str, listener: str | None) -> li
 
 
 def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | None = None,
-           listener_topic: str | None = None, checkpoint: str | None = None, profile: str = "lite",
-           reference: str | Path | None = None, seed: int = 0, device: str = "cpu",
+           listener_topic: str | None = None, checkpoint: str | None = None, profile: str | None = None,
+           reference: str | Path | None = None, seed: int | None = None, device: str | None = None,
            params_file: str | Path | None = None, progress: bool = True, video: bool = True,
            lipsync: bool = True, pipe=None) -> dict:
-    """Replay ``bag_path`` offline into ``out_dir``; returns the report (also written to report.json)."""
+    """Replay ``bag_path`` offline into ``out_dir``; returns the report (also written to report.json).
+
+    Settings not given here come from the node's parameters (``config/default.yaml``, overlaid with
+    ``params_file``): checkpoint, profile, reference, seed, device, steps, guidance, the scheduler's.
+    """
     from dystream_ros.runtime.scheduler import FrameScheduler
 
     t_start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    params = node_parameters(params_file)
     with bagio.BagReader(bag_path) as bag:
         speaker, listener = bagio.pick_audio_topics(bag.topics, speaker_topic, listener_topic)
         storage = bag.storage
@@ -203,10 +279,16 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     if pipe is None:
         from dystream_ros.model import load_pipeline
 
-        pipe = load_pipeline(checkpoint=checkpoint, profile=profile, device=device, render=video or lipsync)
-    params = load_params(params_file)
+        ckpt = checkpoint if checkpoint is not None else (params.get("checkpoint") or None)
+        pipe = load_pipeline(checkpoint=ckpt, profile=profile or params.get("profile", "lite"),
+                             device=device or params.get("device", "cpu") or "cpu",
+                             render=video or lipsync, backend=params.get("backend", "torch"))
+    seed = int(seed if seed is not None else params.get("seed", 0))
     sched = FrameScheduler(scheduler_config(pipe, params))
-    sess = pipe.start_session(load_reference(reference, pipe), seed=int(seed))
+    sess = pipe.start_session(load_reference(reference or params.get("reference") or None, pipe), seed=seed)
+    apply_session_settings(sess, params)
+    runner = PlanRunner(sess)
+    threshold = float(params.get("speaking_threshold_db", -45.0))
     frame_ns = sched.config.frame_ns
     spf = sched.config.samples_per_frame
 
@@ -229,11 +311,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     records: list[FrameRecord] = []
     latents: list[np.ndarray] = []
     resets = 0
-
-    # How many frames cover the audio: known once every message is in; grows as audio arrives.
-    def target_frames() -> int:
-        hw = max(ch.high_water for ch in sched.channels.values())
-        return -(-hw // spf)
+    state_cls = bagio.typestore().types[bagio.AVATAR_STATE]
 
     bar = None
     if progress:
@@ -244,54 +322,35 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
                    dynamic_ncols=True)
 
     last_publish = -np.inf
-    done = False
 
-    def run_tick(tick_ns: int, n_target: int | None) -> None:
-        nonlocal last_publish, resets, done
+    def run_tick(tick_ns: int, n_target: int | None) -> bool:
+        """One timer tick at bag time ``tick_ns``; False once frame ``n_target`` would be passed."""
+        nonlocal last_publish, resets
         wall = tick_ns / NS
         plan = sched.tick(tick_ns, wall=wall)
-        if plan.reset_reason:
-            resets += 1
-            return
-        if plan.idle:
-            return
-        if plan.stream_started:
-            sess.reset()
-        if plan.speaker.size or plan.listener.size:
-            sess.push_audio(speaker=plan.speaker, listener=plan.listener)
+        resets += bool(plan.reset_reason)
+        if n_target is not None:
+            plan.frames = [j for j in plan.frames if j.index < n_target]
+        if not plan.idle and (plan.speaker.size or plan.listener.size):
             timeline.add(plan.audio_start, plan.speaker, plan.listener)
-        if plan.skipped:
-            sess.skip(plan.skipped)
         publish = max(wall, last_publish)
-        for job in plan.frames:
-            if n_target is not None and job.index >= n_target:
-                done = True
-                break
-            t0 = time.perf_counter()
-            frame = sess.step()
-            step_s = time.perf_counter() - t0
-            if frame is None:
-                raise RuntimeError(f"the model session produced no frame for due frame {job.index}: "
-                                   "scheduler and session disagree about the audio")
-            if int(frame.index) != int(job.index):
-                raise RuntimeError(f"session frame index {frame.index} != scheduled index {job.index}")
-            publish = publish + step_s
+        for job, frame, step_ms in runner.run(plan):
+            publish += step_ms / 1e3
             proc = (publish - job.ready_wall) * 1e3
             avo = (publish - job.start_wall) * 1e3 if np.isfinite(job.start_wall) else float("nan")
-            state = avatar_state(job.speaker_level_db, job.listener_level_db)
-            rec = FrameRecord(job.index, job.stamp_ns, step_s * 1e3, proc, avo, state, job.speaker_level_db,
+            state = avatar_state(job.speaker_level_db, job.listener_level_db, threshold)
+            rec = FrameRecord(job.index, job.stamp_ns, step_ms, proc, avo, state, job.speaker_level_db,
                               job.listener_level_db, dict(getattr(frame, "timings", {}) or {}))
             records.append(rec)
             lat = np.asarray(frame.latent, dtype=np.float32).reshape(-1)
             latents.append(lat)
             writer.write(lat_topic, job.stamp_ns, bagio.latent_msg(
-                job.stamp_ns, job.index, lat, pipe.profile, pipe.checkpoint_id, rec.step_ms, proc))
-            st = bagio.typestore().types[bagio.AVATAR_STATE](
+                job.stamp_ns, job.index, lat, pipe.profile, pipe.checkpoint_id, step_ms, proc))
+            writer.write(state_topic, job.stamp_ns, state_cls(
                 header=bagio.header(job.stamp_ns), state=state, frame_index=job.index,
                 processing_ms=proc, av_offset_ms=avo if np.isfinite(avo) else 0.0,
-                skipped_frames=sched.stats.skipped_frames, speaker_level_db=job.speaker_level_db,
-                listener_level_db=job.listener_level_db)
-            writer.write(state_topic, job.stamp_ns, st)
+                skipped_frames=sched.stats.session_skipped_frames, speaker_level_db=job.speaker_level_db,
+                listener_level_db=job.listener_level_db))
             if frame.image is not None:
                 writer.write(img_topic, job.stamp_ns, bagio.image_msg(job.stamp_ns, frame.image))
                 if vid is not None:
@@ -301,7 +360,10 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
             if bar is not None:
                 bar.update(1)
         last_publish = publish
+        return n_target is None or sched.next_frame < n_target
 
+    # The timer ticks every 40 ms of bag time from the first message on; audio that arrives at or
+    # after a tick's time is pushed after that tick (as a callback after the timer would be).
     tick = events[0].log_ns + frame_ns
     for ev in events:
         while tick <= ev.log_ns:
@@ -310,18 +372,20 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         sched.push(ev.channel, ev.packet.samples, ev.packet.sample_rate, ev.packet.stamp_ns,
                    arrival=ev.log_ns / NS, now_ns=ev.log_ns)
         writer.write_raw(ev.topic, ev.packet.stamp_ns, ev.raw)
-    n_target = target_frames()
+    # After the bag: the channels' waits expire and the last frames (lookahead = silence) come out.
+    # Stop once the frames cover the audio (the node itself would go on producing silent frames).
+    n_target = -(-max(ch.high_water for ch in sched.channels.values()) // spf)
     limit = tick + 60 * NS  # the waits are fractions of a second; this only guards a misconfiguration
-    while sched.next_frame < n_target and not done and tick < limit:
-        run_tick(tick, n_target)
+    while sched.next_frame < n_target and tick < limit:
+        if not run_tick(tick, n_target):
+            break
         tick += frame_ns
     if bar is not None:
         bar.close()
     writer.close()
 
     # ---- audio track, video, lip sync, plots, report -------------------------------------------------
-    n_audio = sched.channels["speaker"].high_water, sched.channels["listener"].high_water
-    audio_len = max(n_audio)
+    audio_len = max(ch.high_water for ch in sched.channels.values())
     speaker_audio = timeline.get("speaker", audio_len)
     listener_audio = timeline.get("listener", audio_len)
     if vid is not None:
@@ -334,6 +398,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         readings, speaker_audio, listener_audio if listener else None, fps=int(pipe.fps),
         note=(mouth.note if mouth is not None else "lip sync not requested"))
     wall_s = time.perf_counter() - t_start
+    audio_s = audio_len / pipe.sample_rate
     rep = build_report(
         records, fps=int(pipe.fps), skipped=sched.stats.skipped_frames, lipsync=ls_entry, pipe=pipe,
         mode="offline",
@@ -342,24 +407,20 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
                        "measured compute of Session.step() on this machine"),
         extra={
             "bag": str(bag_path), "storage": storage, "speaker_topic": speaker, "listener_topic": listener,
-            "seed": int(seed), "audio_duration_s": round(audio_len / pipe.sample_rate, 3),
+            "seed": seed, "audio_duration_s": round(audio_s, 3),
             "video_duration_s": round((vid.frames if vid else len(records)) / pipe.fps, 3),
             "held_frames": vid.held_frames if vid else 0, "stream_resets": resets,
             "replay_wall_s": round(wall_s, 2),
-            "realtime_factor": round((audio_len / pipe.sample_rate) / wall_s, 2) if wall_s > 0 else None,
+            "realtime_factor": round(audio_s / wall_s, 2) if wall_s > 0 else None,
             "scheduler": {k: getattr(sched.stats, k) for k in ("frames", "skipped_frames", "streams",
                                                                 "restamped_messages", "silence_samples")},
-            "files": {k: str(out / v) for k, v in (("bag", "output.mcap"), ("video", "video.mp4"),
-                                                   ("latency_plot", "latency.png"),
-                                                   ("lipsync_plot", "lipsync.png"),
-                                                   ("latents", "latents.npy")) if (out / v).exists()
-                      or k in ("latency_plot", "lipsync_plot")},
         })
+    title = f"offline replay of {Path(bag_path).name} ({pipe.profile}, {rep['checkpoint']})"
     report.plot_latency(out / "latency.png", [r.step_ms for r in records],
-                        [r.processing_ms for r in records], [r.av_offset_ms for r in records],
-                        title=f"offline replay of {Path(bag_path).name} ({pipe.profile}, "
-                              f"{rep['checkpoint']})")
+                        [r.processing_ms for r in records], [r.av_offset_ms for r in records], title=title)
     report.plot_lipsync(out / "lipsync.png", mouth_sig, env, fps=int(pipe.fps), scores=ls_entry)
+    rep["files"] = {n: str(out / n) for n in ("output.mcap", "video.mp4", "report.json", "latency.png",
+                                              "lipsync.png", "latents.npy") if n != "video.mp4" or vid}
     report.write_report(out / "report.json", rep)
     return rep
 
@@ -449,12 +510,13 @@ def register(subparsers) -> None:
     p.add_argument("--listener-topic", help="the other party (default: the audio topic named like "
                    "'listener'/'mic')")
     p.add_argument("--checkpoint", help="weights file, or 'random' (default: the embedded default model)")
-    p.add_argument("--profile", default="lite")
+    p.add_argument("--profile", help="model profile (default: the node's, lite)")
     p.add_argument("--reference", help="reference face image (default: the embedded avatar)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--params-file", help="node parameter YAML whose scheduler settings to use "
-                   "(catch_up_limit, *_wait_s, ...)")
+    p.add_argument("--seed", type=int, help="noise seed (default: the node's, 0)")
+    p.add_argument("--device", help="cpu | cuda (default: the node's)")
+    p.add_argument("--params-file", help="node parameter YAML (as given to dystream_node) whose settings "
+                   "the replay uses: checkpoint, steps, guidance, catch_up_limit, waits, ...; default: "
+                   "the package's config/default.yaml")
     p.add_argument("--no-video", action="store_true", help="skip rendering and video.mp4")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_replay)

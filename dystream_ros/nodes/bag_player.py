@@ -13,7 +13,7 @@ every audio topic of the bag plus audio_common ``audio_info`` topics), ``rate`` 
 (false), ``clock_hz`` (200), ``restamp`` (true unless clock), ``start_delay_s`` (0.5),
 ``wait_for_subscribers`` (0: start at once; N: wait until every topic has N matched subscribers),
 ``wait_timeout_s`` (60), ``loop`` (false), ``reliable`` (true: reliable publishers; false: best
-effort). Topic names can be remapped with ``--ros-args -r /speaker/audio:=/robot/tts_audio``.
+effort). Topic names can be remapped with ``--ros-args -r /dystream/speaker_audio:=/robot/tts_audio``.
 Types whose Python messages are not installed (audio_common_msgs in the PyPI environment) are
 converted to ``dystream_ros/AudioChunk`` (pcm_f32le, original rate) with a warning.
 """
