@@ -276,18 +276,18 @@ class AutoencoderConfig:
 
     Appearance features live at ``warp_size``² with ``app_channels`` channels; the flow net grows a
     ``flow_channels[0]`` x 8 x 8 seed to ``warp_size`` (one x2 stage per further entry); the decoder
-    upsamples from ``warp_size`` to ``image_size`` with PixelShuffle x2 stages: ``up_channels`` are the
-    channels after each stage but the last, which yields RGB (so log2(image_size/warp_size) - 1 entries).
+    upsamples from ``warp_size`` to ``image_size`` in x2 stages: ``up_channels`` are the channels after
+    each stage but the last, which yields RGB (so log2(image_size/warp_size) - 1 entries).
     """
 
     image_size: int = 256
     warp_size: int = 64
-    app_channels: int = 32
+    app_channels: int = 24
     enc_channels: tuple[int, ...] = (16, 32)
     enc_blocks: int = 2
     motion_channels: tuple[int, ...] = (16, 32, 64, 128, 128)
     flow_channels: tuple[int, ...] = (64, 32, 16, 8)
-    refine_channels: int = 32
+    refine_channels: int = 24
     refine_blocks: int = 0
     up_channels: tuple[int, ...] = (8,)
 

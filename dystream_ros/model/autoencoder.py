@@ -8,7 +8,7 @@ Images are (B, 3, S, S) float in [-1, 1].
   carries pose and expression; identity stays in the appearance features). ``m0`` = motion of the reference.
 - :class:`WarpDecoder`: (m, m0) -> flow net -> dense flow (B, 2, s, s) + occlusion (B, 1, s, s) + blend
   mask; warp the appearance features (grid_sample), mask occluded regions, refine/inpaint with convs
-  (also fed the flow net's motion features), upsample with PixelShuffle to (B, 3, S, S); finally blend
+  (also fed the flow net's motion features), upsample (PixelShuffle) to (B, 3, S, S); finally blend
   with the reference image warped at full resolution by the upsampled flow (sharp where visible,
   synthesised where the mask says the reference has no content, e.g. the inside of an opening mouth).
 """
@@ -111,48 +111,43 @@ class WarpDecoder(nn.Module):
 
     def __init__(self, cfg: AutoencoderConfig, latent_dim: int) -> None:
         super().__init__()
-        self.image_size, self.warp_size = cfg.image_size, cfg.warp_size
+        self.image_size = cfg.image_size
         self.flow = FlowNet(cfg, latent_dim)
         r = cfg.refine_channels
         self.refine_in = _conv(cfg.app_channels + cfg.flow_channels[-1], r)
         self.refine = nn.ModuleList(ResBlock(r) for _ in range(cfg.refine_blocks))
-        # PixelShuffle x2 stages; the last one produces the 3 RGB channels at full resolution.
-        chans = (r, *cfg.up_channels, 3)
+        # x2 stages: 3x3 conv + PixelShuffle; the last stage is a per-pixel linear map to 2x2 RGB sub-pixels
+        # (a 1x1 conv + PixelShuffle, done as one matmul: the cheapest way to reach full resolution).
+        chans = (r, *cfg.up_channels)
         self.ups = nn.ModuleList(_conv(chans[i], 4 * chans[i + 1]) for i in range(len(chans) - 1))
+        self.to_rgb = nn.Linear(chans[-1], 3 * 4)
         self.register_buffer("grid_small", identity_grid(cfg.warp_size), persistent=False)
-        self.register_buffer("grid_full", identity_grid(cfg.image_size), persistent=False)
+        self.register_buffer("grid_full", identity_grid(cfg.image_size).permute(0, 3, 1, 2), persistent=False)
 
     def forward(
         self, m: torch.Tensor, m0: torch.Tensor, appearance: torch.Tensor, reference: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         feats, raw = self.flow(torch.cat([m, m0], dim=-1))
-        maps = torch.cat([torch.tanh(raw[:, :2]), raw[:, 2:]], dim=1)  # flow (grid units), occ, blend logits
-        flow, occlusion = maps[:, :2], torch.sigmoid(maps[:, 2:3])
+        flow = torch.tanh(raw[:, :2]).contiguous()  # (B, 2, s, s) offsets in grid units
+        occlusion = torch.sigmoid(raw[:, 2:3])
         warped = F.grid_sample(
-            appearance,
-            self.grid_small + flow.permute(0, 2, 3, 1),
-            mode="bilinear",
-            padding_mode="border",
-            align_corners=False,
+            appearance, self.grid_small + flow.permute(0, 2, 3, 1), padding_mode="border", align_corners=False
         )
         x = _act(self.refine_in(torch.cat([warped * occlusion, feats], dim=1)))
         for blk in self.refine:
             x = blk(x)
-        for i, conv in enumerate(self.ups):
-            x = F.pixel_shuffle(conv(x), 2)
-            if i < len(self.ups) - 1:
-                x = _act(x)
-        generated = torch.clamp(x, -1.0, 1.0)
-        if self.image_size != self.warp_size:
-            maps = F.interpolate(maps, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
-        warped_ref = F.grid_sample(
-            reference,
-            self.grid_full + maps[:, :2].permute(0, 2, 3, 1),
-            mode="bilinear",
-            padding_mode="border",
-            align_corners=False,
-        )
-        blend = torch.sigmoid(maps[:, 3:4])
+        for conv in self.ups:
+            x = _act(F.pixel_shuffle(conv(x), 2))
+        b, _, h, w = x.shape
+        rgb = self.to_rgb(x.permute(0, 2, 3, 1)).view(b, h, w, 3, 2, 2)  # (B, h, w, RGB, dy, dx)
+        generated = rgb.permute(0, 3, 1, 4, 2, 5).reshape(b, 3, 2 * h, 2 * w).clamp(-1.0, 1.0)
+        # Full resolution: the reference warped by the upsampled flow, blended with the synthesis.
+        size = (self.image_size, self.image_size)
+        flow_full = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
+        grid_full = (self.grid_full + flow_full).permute(0, 2, 3, 1)
+        warped_ref = F.grid_sample(reference, grid_full, padding_mode="border", align_corners=False)
+        blend_logit = raw[:, 3:4].contiguous()
+        blend = torch.sigmoid(F.interpolate(blend_logit, size=size, mode="bilinear", align_corners=False))
         image = torch.lerp(generated, warped_ref, blend)
         return {"image": image, "flow": flow, "occlusion": occlusion, "blend": blend}
 

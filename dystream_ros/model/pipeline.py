@@ -230,8 +230,8 @@ class Session:
         image = None
         if self._pipe.render:
             img = be.decode(latent, self._m0, self._appearance, self._reference)
-            image = ((img[0] + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
-            image = image.cpu().numpy().copy()
+            image = (img[0].permute(1, 2, 0) * 127.5 + 128.0).clamp_(0.0, 255.0).to(torch.uint8)  # rounds
+            image = image.contiguous().cpu().numpy()
         t4 = time.perf_counter()
         self._prev = latent
         self._generated += 1
@@ -261,7 +261,7 @@ class Pipeline:
         self,
         model: DyStreamModel,
         checkpoint_id: str,
-        backend: str = "torch",
+        backend: str = "auto",
         device: str | torch.device = "cpu",
     ) -> None:
         from dystream_ros.runtime.backends import make_backend
@@ -303,14 +303,16 @@ def load_pipeline(
     profile: str | ModelConfig = "lite",
     device: str | torch.device = "cpu",
     render: bool = True,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> Pipeline:
     """Load a model for streaming.
 
     checkpoint: None -> the embedded default ``dystream_ros/assets/models/<profile>.safetensors``;
     ``"random"`` -> seeded random weights (seed 0) built from ``profile`` (a name or a ModelConfig);
     a path -> that checkpoint (its config comes from the file; ``profile`` is ignored).
-    render=False: latents only (no appearance encoder / decoder). backend: ``torch`` | ``onnxruntime``.
+    render=False: latents only (no appearance encoder / decoder).
+    backend: ``auto`` (CPU: onnxruntime for audio/generator/head + torch for rendering; CUDA: torch),
+    ``torch``, ``onnxruntime``; ``tensorrt`` raises NotImplementedError (later issue).
     """
     if checkpoint == "random":
         cfg = profile if isinstance(profile, ModelConfig) else load_profile(profile)

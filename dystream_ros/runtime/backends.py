@@ -1,12 +1,11 @@
-"""Execution backends for the per-frame steps: ``torch`` (CPU or CUDA) and ``onnxruntime`` (CPU).
+"""Execution backends for the per-frame steps: ``torch`` (CPU or CUDA), ``onnxruntime`` (CPU) and
+``auto`` (the default: on CPU onnxruntime for audio/generator/head and torch for rendering; torch on CUDA).
 
-Both expose the same methods over torch tensors and run the same step graphs (``runtime.steps``), so a
+All expose the same methods over torch tensors and run the same step graphs (``runtime.steps``), so a
 session behaves identically up to float rounding. TensorRT is a later issue.
 """
 
 from __future__ import annotations
-
-import tempfile
 
 import numpy as np
 import torch
@@ -14,9 +13,9 @@ import torch
 from dystream_ros.model.dystream import DyStreamModel
 from dystream_ros.runtime import steps
 
-__all__ = ["BACKENDS", "Backend", "OnnxRuntimeBackend", "TorchBackend", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "HybridBackend", "OnnxRuntimeBackend", "TorchBackend", "make_backend"]
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 class Backend:
@@ -117,32 +116,41 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def decode(self, latent, m0, appearance, reference):
-        return self._decode(latent, m0, appearance, reference.to(memory_format=self._fmt))
+        return self._decode(latent, m0, appearance, reference)
 
 
 class OnnxRuntimeBackend(Backend):
-    """Exports the steps to ONNX once (into a private temporary directory) and runs them on CPU."""
+    """Runs the exported step graphs (``onnx_export.cached_export``) with onnxruntime on CPU.
+
+    ``steps`` limits which steps are exported (the hybrid backend only needs the non-render ones).
+    """
 
     name = "onnxruntime"
 
     def __init__(
-        self, model: DyStreamModel, device: str | torch.device = "cpu", threads: int | None = None
+        self,
+        model: DyStreamModel,
+        device: str | torch.device = "cpu",
+        threads: int | None = None,
+        steps: tuple[str, ...] | None = None,
+        spinning: bool = True,
     ) -> None:
         import onnxruntime as ort
 
-        from dystream_ros.runtime.onnx_export import export_onnx
+        from dystream_ros.runtime.onnx_export import cached_export
 
         if torch.device(device).type != "cpu":
             raise NotImplementedError(
                 "the onnxruntime backend runs on CPU only; use backend='torch' for CUDA"
             )
         self.render = model.render
-        self._tmp = tempfile.TemporaryDirectory(prefix="dystream_onnx_")
-        paths = export_onnx(model.cpu().eval(), self._tmp.name)
+        paths = cached_export(model, steps)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spinning:  # leave the cores to torch between calls (hybrid backend)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._s = {
             n: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
             for n, p in paths.items()
@@ -182,8 +190,39 @@ class OnnxRuntimeBackend(Backend):
         return self._run("decoder", latent, m0, appearance, reference)[0]
 
 
+class HybridBackend(Backend):
+    """CPU default: onnxruntime for the matmul-bound steps (audio, generator, head), torch for rendering.
+
+    On CPUs where MKL's small matrix-vector products are slow (e.g. AMD EPYC) onnxruntime's MLAS runs the
+    transformer and MLP steps several times faster, while torch/oneDNN (NHWC) runs the small convolutions
+    and ``grid_sample`` of the decoder faster than onnxruntime.
+    """
+
+    name = "onnxruntime+torch"
+    ORT_STEPS = ("audio", "generator_step", "head_condition", "head_time", "head_step")
+
+    def __init__(self, model: DyStreamModel, device: str | torch.device = "cpu") -> None:
+        self.render = model.render
+        self._torch = TorchBackend(model, device)
+        self._ort = OnnxRuntimeBackend(model, device, steps=self.ORT_STEPS, spinning=False)
+        self.encode_reference = self._torch.encode_reference
+        self.decode = self._torch.decode
+        self.encode_audio = self._ort.encode_audio
+        self.generator_step = self._ort.generator_step
+        self.head_condition = self._ort.head_condition
+        self.head_time = self._ort.head_time
+        self.head_step = self._ort.head_step
+
+
 def make_backend(name: str, model: DyStreamModel, device: str | torch.device = "cpu") -> Backend:
-    """``torch`` | ``onnxruntime``; ``tensorrt`` is not implemented yet (raises NotImplementedError)."""
+    """``auto`` (CPU: onnxruntime + torch render; CUDA: torch) | ``torch`` | ``onnxruntime``.
+
+    ``tensorrt`` is not implemented yet (raises NotImplementedError).
+    """
+    if name == "auto":
+        if torch.device(device).type == "cpu":
+            return HybridBackend(model, device)
+        return TorchBackend(model, device)
     if name == "torch":
         return TorchBackend(model, device)
     if name == "onnxruntime":
@@ -191,6 +230,6 @@ def make_backend(name: str, model: DyStreamModel, device: str | torch.device = "
     if name == "tensorrt":
         raise NotImplementedError(
             "backend='tensorrt' is not implemented yet (TensorRT engines are a later issue); "
-            "use backend='torch' or backend='onnxruntime'"
+            "use backend='auto', 'torch' or 'onnxruntime'"
         )
     raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")

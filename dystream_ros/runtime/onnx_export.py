@@ -6,7 +6,12 @@ of guidance branches. These graphs are what the onnxruntime backend runs and the
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import io
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,7 +21,15 @@ from torch import nn
 from dystream_ros.model.dystream import DyStreamModel
 from dystream_ros.runtime import steps
 
-__all__ = ["OPSET", "STEP_NAMES", "example_inputs", "export_onnx", "export_step"]
+__all__ = [
+    "OPSET",
+    "STEP_NAMES",
+    "cache_root",
+    "cached_export",
+    "example_inputs",
+    "export_onnx",
+    "export_step",
+]
 
 OPSET = 17
 
@@ -129,3 +142,59 @@ def export_onnx(
         paths[n] = out / f"{n}.onnx"
         export_step(model, n, paths[n])
     return paths
+
+
+def cache_root() -> Path:
+    """``$DYSTREAM_CACHE_DIR/onnx`` or ``~/.cache/dystream_ros/onnx``."""
+    base = os.environ.get("DYSTREAM_CACHE_DIR") or Path.home() / ".cache" / "dystream_ros"
+    return Path(base) / "onnx"
+
+
+def _model_key(model: DyStreamModel) -> str:
+    """Content hash of everything an export depends on: config, weights, opset, torch version."""
+    h = hashlib.sha256()
+    h.update(f"{model.cfg.to_json()}|opset={OPSET}|torch={torch.__version__}".encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def cached_export(model: DyStreamModel, names: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Export the steps once per (config, weights) into the cache directory and reuse them after.
+
+    Files are written to a temporary directory and renamed into place, so concurrent processes never see
+    partial files. Falls back to a private temporary directory if the cache is not writable.
+    """
+    if names is None:
+        names = tuple(n for n in STEP_NAMES if model.render or n not in RENDER_STEPS)
+    model = model.eval()
+    key_dir = cache_root() / _model_key(model)
+    paths = {n: key_dir / f"{n}.onnx" for n in names}
+    missing = tuple(n for n, p in paths.items() if not p.is_file())
+    if not missing:
+        return paths
+    try:
+        key_dir.mkdir(parents=True, exist_ok=True)
+        for n in missing:
+            fd, tmp = tempfile.mkstemp(dir=key_dir, suffix=".onnx.tmp")
+            os.close(fd)
+            export_step(model, n, tmp)
+            os.replace(tmp, paths[n])
+        return paths
+    except OSError:
+        private = Path(tempfile.mkdtemp(prefix="dystream_onnx_"))
+        out = export_onnx(model, private, names)
+        _PRIVATE_DIRS.append(private)
+        return out
+
+
+_PRIVATE_DIRS: list[Path] = []
+
+
+def _cleanup_private() -> None:
+    for d in _PRIVATE_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_cleanup_private)

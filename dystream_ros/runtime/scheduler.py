@@ -146,8 +146,9 @@ class FrameScheduler:
         self.config = config or SchedulerConfig()
         cap = int(round(self.config.buffer_s * self.config.sample_rate))
         tol = int(self.config.stamp_tolerance_s * _NS)
-        self.channels = {c: ChannelBuffer(c, cap, rate=self.config.sample_rate, tolerance_ns=tol)
-                         for c in CHANNELS}
+        self.channels = {
+            c: ChannelBuffer(c, cap, rate=self.config.sample_rate, tolerance_ns=tol) for c in CHANNELS
+        }
         self.stats = SchedulerStats()
         self._last_now: int | None = None
         self._reset_stream()
@@ -203,8 +204,16 @@ class FrameScheduler:
         return max(0, ring.high_water - max(ring.read_pos, self.pushed_upto))
 
     # ------------------------------------------------------------------------------------------
-    def push(self, channel: str, samples: np.ndarray, sample_rate: int, stamp_ns: int, *,
-             arrival: float, now_ns: int | None = None) -> PushResult:
+    def push(
+        self,
+        channel: str,
+        samples: np.ndarray,
+        sample_rate: int,
+        stamp_ns: int,
+        *,
+        arrival: float,
+        now_ns: int | None = None,
+    ) -> PushResult:
         """Add one decoded mono chunk (any rate) whose first sample has ``stamp_ns``.
 
         A zero stamp, or (when ``now_ns`` is given) one further than ``max_stamp_skew_s`` from the clock,
@@ -319,15 +328,17 @@ class FrameScheduler:
                 a0 = arrival[name][s0]
                 if not np.isnan(a0):
                     starts.append(float(a0))
-            plan.frames.append(FrameJob(
-                index=n,
-                stamp_ns=self.frame_stamp_ns(n),
-                ready_wall=max(ready),
-                start_wall=min(starts) if starts else float("nan"),
-                speaker_level_db=_level_db(audio["speaker"][s0:s0 + spf]),
-                listener_level_db=_level_db(audio["listener"][s0:s0 + spf]),
-                waited=tuple(waited),
-            ))
+            plan.frames.append(
+                FrameJob(
+                    index=n,
+                    stamp_ns=self.frame_stamp_ns(n),
+                    ready_wall=max(ready),
+                    start_wall=min(starts) if starts else float("nan"),
+                    speaker_level_db=_level_db(audio["speaker"][s0 : s0 + spf]),
+                    listener_level_db=_level_db(audio["listener"][s0 : s0 + spf]),
+                    waited=tuple(waited),
+                )
+            )
         self.next_frame = last + 1
         self.stats.frames += len(plan.frames)
         return plan
