@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
-# make demo: the main job. Runs `dystream demo` once that subcommand exists (the replay/demo issue).
+# make demo: the main job. The node, a bag player and a recorder over real DDS on the bundled sample
+# conversation; writes out/demo/ (video.mp4, output.mcap, report.json, plots). `make demo` runs
+# `make setup` first and enters the environment; extra arguments go to `dystream demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if dystream demo --help >/dev/null 2>&1; then
-  exec dystream demo "$@"
-fi
-echo "make demo: the demo (the node, a bag player and a recorder over real DDS on the bundled sample" >&2
-echo "conversation) is not built yet; it arrives with the rosbag-replay issue. Available now:" >&2
-dystream --help >&2
-exit 2
+exec python -m dystream_ros.cli demo "$@"

@@ -131,6 +131,7 @@ class BagPlayer(Node):
         """Publish everything once (or forever with ``loop``); returns the number of messages sent."""
         self._wait_for_subscribers()
         time.sleep(self.start_delay)
+        print("bag_player: playing", flush=True)
         sent = 0
         while rclpy.ok():
             sent += self._play_once()

@@ -9,8 +9,10 @@ Messages are written as received (serialized CDR, no conversion).
 Next to the bag it writes ``stats_file`` (default ``<out stem>_frames.json``): per frame the index,
 stamp, receive wall time, and the node's own numbers (``step_ms``, ``processing_ms`` from
 MotionLatent; ``av_offset_ms``, ``skipped_frames``, state from AvatarState), plus the profile,
-checkpoint and the last diagnostics key/values. It stops on SIGINT/SIGTERM, or by itself after
-``idle_exit_s`` seconds without an output message once frames have arrived (0 = never).
+checkpoint, the node's latched ``~/info`` (``info_topic``) and the last diagnostics key/values. It stops
+on SIGINT/SIGTERM; by itself after ``idle_exit_s`` seconds without an output message once frames have
+arrived (0 = never); or once frame ``stop_after_frame`` (>= 0) and its image are in (the node goes on
+producing frames of silence after a bag ends, so a replay of known length stops this way).
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ class Recorder(Node):
     def __init__(self, out: str | None = None):
         super().__init__("dystream_recorder")
         from diagnostic_msgs.msg import DiagnosticArray
-        from dystream_ros.msg import AudioChunk, AvatarState, MotionLatent
         from sensor_msgs.msg import Image
+
+        from dystream_ros.msg import AudioChunk, AvatarState, MotionLatent
 
         p = self.declare_parameter
         out = p("out", out or "output.mcap").value
@@ -62,7 +65,13 @@ class Recorder(Node):
                                                        bagio.DEFAULT_LISTENER_TOPIC]).value if t]
         audio_reliable = bool(p("audio_reliable", False).value)
         record_diag = bool(p("diagnostics", True).value)
+        info_topic = p("info_topic", f"{source}/dystream_node/info").value
         self.idle_exit_s = float(p("idle_exit_s", 0.0).value)
+        self.stop_after_frame = int(p("stop_after_frame", -1).value)
+        self.stop_grace_s = float(p("stop_grace_s", 2.0).value)
+        self._stop_stamp: int | None = None
+        self._stop_since: float | None = None
+        self._stop_done = False
         overwrite = bool(p("overwrite", True).value)
         stats = p("stats_file", "").value
         self.out = Path(out)
@@ -74,6 +83,7 @@ class Recorder(Node):
         self.images = 0
         self.meta: dict = {}
         self.diag: dict = {}
+        self.node_info: dict = {}
         self.last_output = None
         self.first_recv = None
         self.closed = False
@@ -95,6 +105,15 @@ class Recorder(Node):
         sub(AvatarState, bagio.AVATAR_STATE, state_topic, out_qos, "reliable", self._on_state)
         for t in audio_topics:
             sub(AudioChunk, bagio.AUDIO_CHUNK, t, audio_qos, "sensor")
+        if info_topic:
+            from std_msgs.msg import String
+
+            latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                 reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.writer.add_topic(info_topic, "std_msgs/msg/String", kind="latched", depth=1)
+            self.create_subscription(String, info_topic, self._on_info, latched)
+            self._info_topic = info_topic
         if record_diag:
             sub(DiagnosticArray, "diagnostic_msgs/msg/DiagnosticArray", "/diagnostics", out_qos, "reliable",
                 self._on_diag)
@@ -119,6 +138,20 @@ class Recorder(Node):
     def _on_image(self, raw, stamp, recv, cls) -> None:
         self.images += 1
         self._mark_output(recv)
+        if self._stop_stamp is not None and stamp >= self._stop_stamp:
+            self._stop_done = True
+
+    def _on_info(self, msg) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            try:
+                self.node_info = json.loads(msg.data)
+            except ValueError:
+                self.node_info = {"raw": msg.data}
+            from rclpy.serialization import serialize_message
+
+            self.writer.write_raw(self._info_topic, time.time_ns(), serialize_message(msg))
 
     def _on_latent(self, raw, stamp, recv, cls) -> None:
         from rclpy.serialization import deserialize_message
@@ -130,6 +163,8 @@ class Recorder(Node):
         self.meta.setdefault("checkpoint", m.checkpoint)
         self.meta.setdefault("latent_dim", len(m.latent))
         self._mark_output(recv)
+        if 0 <= self.stop_after_frame <= m.frame_index and self._stop_stamp is None:
+            self._stop_stamp, self._stop_since = stamp, time.monotonic()
 
     def _on_state(self, raw, stamp, recv, cls) -> None:
         from rclpy.serialization import deserialize_message
@@ -155,7 +190,11 @@ class Recorder(Node):
         if self.first_recv is None:
             self.first_recv = recv
 
-    def idle(self) -> bool:
+    def finished(self) -> bool:
+        """Idle for ``idle_exit_s``, or frame ``stop_after_frame`` and its image received."""
+        if self._stop_since is not None and (
+                self._stop_done or time.monotonic() - self._stop_since > self.stop_grace_s):
+            return True
         return (self.idle_exit_s > 0 and self.last_output is not None
                 and time.monotonic() - self.last_output > self.idle_exit_s)
 
@@ -167,7 +206,8 @@ class Recorder(Node):
             self.writer.close()
             frames = [self.frames[k] for k in sorted(self.frames)]
             doc = {"bag": str(self.out), "topics": self.topics, "images": self.images, **self.meta,
-                   "frames": frames, "diagnostics": self.diag, "counts": self.writer.counts}
+                   "node_info": self.node_info, "frames": frames, "diagnostics": self.diag,
+                   "counts": self.writer.counts}
             self.stats_path.write_text(json.dumps(doc) + "\n")
         print(f"recorder: wrote {self.out} ({len(frames)} frames, {self.images} images) and "
               f"{self.stats_path}", flush=True)
@@ -185,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         node = Recorder(args.out)
         print("recorder: ready", flush=True)
-        while rclpy.ok() and not stop.is_set() and not node.idle():
+        while rclpy.ok() and not stop.is_set() and not node.finished():
             rclpy.spin_once(node, timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
