@@ -51,33 +51,51 @@ class Frame:
 
 
 class _SampleBuffer:
-    """Mono samples by absolute index: what was pushed, minus what was discarded."""
+    """Mono samples by absolute index: what was pushed minus what was discarded (amortised O(1) appends).
+
+    ``buf[lo:hi]`` holds samples ``[received - (hi - lo), received)``.
+    """
 
     def __init__(self) -> None:
-        self.data = np.zeros(0, dtype=np.float32)
+        self.buf = np.zeros(1 << 14, dtype=np.float32)
+        self.lo = self.hi = 0
         self.received = 0  # absolute index one past the last pushed sample
         self.keep_from = 0  # samples before this index are (or will be, when they arrive) discarded
+
+    @property
+    def start(self) -> int:
+        return self.received - (self.hi - self.lo)
 
     def push(self, x: np.ndarray) -> None:
         skip = min(max(self.keep_from - self.received, 0), len(x))
         self.received += len(x)
-        if skip < len(x):
-            self.data = np.concatenate([self.data, x[skip:]])
+        x = x[skip:]
+        if not len(x):
+            return
+        n = self.hi - self.lo
+        if self.hi + len(x) > len(self.buf):  # compact, growing if needed
+            cap = len(self.buf)
+            while cap < n + len(x):
+                cap *= 2
+            new = np.empty(cap, dtype=np.float32) if cap != len(self.buf) else self.buf
+            new[:n] = self.buf[self.lo : self.hi]
+            self.buf, self.lo, self.hi = new, 0, n
+        self.buf[self.hi : self.hi + len(x)] = x
+        self.hi += len(x)
 
     def discard_before(self, index: int) -> None:
         self.keep_from = max(self.keep_from, index)
-        start = self.received - len(self.data)
-        if index > start:
-            self.data = self.data[index - start :]
+        drop = min(max(index - self.start, 0), self.hi - self.lo)
+        self.lo += drop
 
     def read(self, a: int, b: int) -> np.ndarray:
         """Samples [a, b); indices < 0 read as silence. Requires b <= received."""
-        start = self.received - len(self.data)
-        if b > self.received or (a >= 0 and a < start) or (a < 0 and start > 0):
+        start = self.start
+        if b > self.received or max(a, 0) < start:
             raise RuntimeError(f"samples [{a}, {b}) not buffered (have [{start}, {self.received}))")
         out = np.zeros(b - a, dtype=np.float32)
         lo = max(a, 0)
-        out[lo - a :] = self.data[lo - start : b - start]
+        out[lo - a :] = self.buf[self.lo + lo - start : self.lo + b - start]
         return out
 
 

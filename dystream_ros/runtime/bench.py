@@ -1,0 +1,190 @@
+"""``dystream bench``: per-stage latency of the streaming pipeline on this machine.
+
+Streams synthetic speech-like audio on both channels through one session (all audio buffered up front, so
+every ``step()`` produces a frame) and reports the median and p95 of each stage (audio encode, generator,
+flow head with CFG, render, total), plus the step time around frame 100 against the last frames to show
+that the per-frame cost stays flat (the KV ring has a fixed size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("audio", "generator", "head", "render", "total")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synthetic_audio(seconds: float, sample_rate: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Speaker and listener signals: voiced syllables (harmonics + noise) with turn-taking gaps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    out = []
+    for f0, phase in ((140.0, 0.0), (210.0, np.pi)):
+        env = np.clip(np.sin(2 * np.pi * 3.5 * t + phase), 0, None) * (
+            np.sin(2 * np.pi * 0.2 * t + phase) > 0
+        )
+        voice = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
+        x = 0.25 * env * voice + 0.01 * rng.standard_normal(t.size)
+        out.append(np.clip(x, -1, 1).astype(np.float32))
+    return out[0], out[1]
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    return {"median_ms": float(np.median(values)), "p95_ms": float(np.percentile(values, 95))}
+
+
+def run_bench(
+    profile: str = "lite",
+    frames: int = 200,
+    render: bool = True,
+    threads: int | None = None,
+    backend: str = "auto",
+    checkpoint: str | None = "random",
+    steps: int | None = None,
+    warmup: int = 10,
+    progress: bool = True,
+) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from dystream_ros.model import load_pipeline
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    pipe = load_pipeline(checkpoint=checkpoint, profile=profile, render=render, backend=backend)
+    load_s = time.perf_counter() - t0
+    try:
+        ref = pipe.default_reference()
+    except FileNotFoundError:
+        yy, xx = np.mgrid[0 : pipe.image_size, 0 : pipe.image_size]
+        ref = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    sess = pipe.start_session(ref, seed=0)
+    if steps is not None:
+        sess.steps = steps
+    total_frames = warmup + frames
+    seconds = (total_frames + 1) / pipe.fps + pipe.lookahead_ms / 1000.0
+    spk, lis = synthetic_audio(seconds, pipe.sample_rate, seed=0)
+    sess.push_audio(speaker=spk, listener=lis)
+    rows = np.zeros((total_frames, len(STAGES)))
+    for i in tqdm(
+        range(total_frames), desc=f"bench {pipe.profile}", unit="frame", disable=not progress, file=sys.stderr
+    ):
+        frame = sess.step()
+        if frame is None:  # cannot happen: all audio is buffered
+            raise RuntimeError(f"no frame at {i}: audio buffering bug")
+        rows[i] = [frame.timings[s] for s in STAGES]
+    meas = rows[warmup:]
+    result = {
+        "profile": pipe.profile,
+        "checkpoint": pipe.checkpoint_id,
+        "backend": pipe.backend.name,
+        "render": render,
+        "image_size": pipe.image_size if render else None,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+        "frames": frames,
+        "warmup_frames": warmup,
+        "euler_steps": sess.steps,
+        "guidance": {
+            "speaker": sess.guidance.speaker,
+            "listener": sess.guidance.listener,
+            "anchor": sess.guidance.anchor,
+        },
+        "load_s": round(load_s, 3),
+        "stages": {s: _stats(meas[:, i]) for i, s in enumerate(STAGES)},
+    }
+    total = rows[:, STAGES.index("total")]
+    if total_frames >= 130:  # flat cost: frames 90..110 against the last 21 frames
+        result["flat"] = {
+            "around_frame": 100,
+            "median_ms_around": float(np.median(total[90:111])),
+            "last_frame": total_frames - 1,
+            "median_ms_last": float(np.median(total[-21:])),
+        }
+    return result
+
+
+def format_report(r: dict) -> str:
+    size = f"{r['image_size']}x{r['image_size']}" if r["render"] else "off"
+    lines = [
+        f"dystream bench: profile={r['profile']} checkpoint={r['checkpoint']} backend={r['backend']} "
+        f"render={size}",
+        f"cpu: {r['cpu']} | torch threads: {r['torch_threads']} | euler steps: {r['euler_steps']} | "
+        f"guidance: {r['guidance']} | frames: {r['frames']} (+{r['warmup_frames']} warm-up) | "
+        f"load {r['load_s']} s",
+        f"{'stage':<10}{'median ms':>11}{'p95 ms':>10}",
+    ]
+    names = {
+        "audio": "audio",
+        "generator": "generator",
+        "head": "flow head",
+        "render": "render",
+        "total": "total",
+    }
+    for s in STAGES:
+        st = r["stages"][s]
+        lines.append(f"{names[s]:<10}{st['median_ms']:>11.2f}{st['p95_ms']:>10.2f}")
+    if "flat" in r:
+        f = r["flat"]
+        lines.append(
+            f"step time: frames 90-110 median {f['median_ms_around']:.2f} ms, last 21 frames (to "
+            f"{f['last_frame']}) median {f['median_ms_last']:.2f} ms"
+        )
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.frames < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        print("dystream bench: --frames must be >= 1, --warmup >= 0, --threads >= 1", file=sys.stderr)
+        return 2
+    try:
+        r = run_bench(
+            profile=args.profile,
+            frames=args.frames,
+            render=not args.no_render,
+            threads=args.threads,
+            backend=args.backend,
+            checkpoint=None if args.checkpoint == "default" else args.checkpoint,
+            steps=args.steps,
+            warmup=args.warmup,
+            progress=not args.no_progress,
+        )
+    except (NotImplementedError, FileNotFoundError, ValueError) as e:
+        print(f"dystream bench: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(r, indent=2) if args.json else format_report(r))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="per-stage latency of the model pipeline on this machine")
+    p.add_argument("--profile", default="lite", choices=("lite", "base"))
+    p.add_argument("--frames", type=int, default=200, help="measured frames (after warm-up)")
+    p.add_argument("--warmup", type=int, default=10, help="frames run before measuring")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-render", action="store_true", help="latents only (skip the decoder)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
+    p.add_argument(
+        "--checkpoint", default="random", help="'random' (default), 'default' (embedded) or a path"
+    )
+    p.add_argument("--steps", type=int, default=None, help="Euler steps (default: the profile's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
