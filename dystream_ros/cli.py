@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "dystream_ros.eval.replay",
     "dystream_ros.eval.bagio",
     "dystream_ros.eval.demo",
+    "dystream_ros.eval.lipsync",
     "dystream_ros.runtime.bench",
 )
 
