@@ -15,6 +15,7 @@ import sys
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "dystream_ros.eval.replay",
     "dystream_ros.eval.bagio",
+    "dystream_ros.data.synth",
     "dystream_ros.eval.demo",
     "dystream_ros.eval.lipsync",
     "dystream_ros.runtime.bench",
