@@ -37,7 +37,7 @@ from dystream_ros.data.face import (
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 AVATAR_SIZE = 256
 NUM_HELDOUT_AVATARS = 5
-SAMPLE_SEED = 7
+SAMPLE_SEED = 9
 SAMPLE_DURATION_S = 16.0
 NEUTRAL = Articulation(smile=0.2)
 
