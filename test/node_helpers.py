@@ -1,0 +1,122 @@
+"""Helpers for the dystream_node tests over real DDS: audio messages, an output collector, waiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from dystream_ros.msg import AudioChunk, AvatarState, MotionLatent
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+NS = 1_000_000_000
+
+
+def to_time(ns: int) -> Time:
+    return Time(sec=int(ns // NS), nanosec=int(ns % NS))
+
+
+def stamp_ns(header) -> int:
+    return int(header.stamp.sec) * NS + int(header.stamp.nanosec)
+
+
+def chunk_msg(samples: np.ndarray, rate: int, stamp: int, *, channels: int = 1,
+              encoding: str = "pcm_s16le", frame_id: str = "test") -> AudioChunk:
+    """Interleaved samples (int16 or float32 array, already interleaved) -> AudioChunk."""
+    m = AudioChunk()
+    m.header.stamp = to_time(stamp)
+    m.header.frame_id = frame_id
+    m.sample_rate = int(rate)
+    m.channels = int(channels)
+    m.encoding = encoding
+    dtype = "<i2" if encoding == "pcm_s16le" else "<f4"
+    m.data = np.ascontiguousarray(samples, dtype=dtype).tobytes()
+    return m
+
+
+def tone_stereo_int16(rate: int, seconds: float, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
+    """(n, 2) int16 stereo: a tone on the left, a quieter one on the right."""
+    t = np.arange(int(round(rate * seconds))) / rate
+    left = amp * np.sin(2 * np.pi * freq * t)
+    right = 0.5 * amp * np.sin(2 * np.pi * 2 * freq * t)
+    return (np.stack([left, right], axis=1) * 32767).astype(np.int16)
+
+
+def wait_for(cond, timeout: float, period: float = 0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(period)
+    return bool(cond())
+
+
+class Tester(Node):
+    """Publishes audio (and /clock) and records everything the avatar node publishes."""
+
+    def __init__(self, ns: str = "", name: str = "dystream_tester", reliable_audio: bool = False):
+        super().__init__(name)
+        prefix = (ns.rstrip("/") + "/") if ns else ""
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
+                             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        audio_qos = out_qos if reliable_audio else qos_profile_sensor_data
+        self.lock = threading.Lock()
+        self.msgs: dict[str, list] = defaultdict(list)
+        self.recv: dict[str, list] = defaultdict(list)
+        self.speaker = self.create_publisher(AudioChunk, prefix + "speaker_audio", audio_qos)
+        self.listener = self.create_publisher(AudioChunk, prefix + "listener_audio", audio_qos)
+        self.clock = self.create_publisher(Clock, "/clock", 10)
+
+        def sub(cls, topic, key, qos=out_qos):
+            self.create_subscription(cls, topic, lambda m, k=key: self._on(k, m), qos)
+
+        sub(Image, prefix + "face_image", "image")
+        sub(MotionLatent, prefix + "motion_latent", "latent")
+        sub(AvatarState, prefix + "state", "state")
+        sub(DiagnosticArray, "/diagnostics", "diag")
+        self.info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                   reliability=ReliabilityPolicy.RELIABLE,
+                                   durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+    def watch_info(self, topic: str) -> None:
+        self.create_subscription(String, topic, lambda m: self._on("info", m), self.info_qos)
+
+    def _on(self, key, msg) -> None:
+        with self.lock:
+            self.msgs[key].append(msg)
+            self.recv[key].append(time.monotonic())
+
+    def count(self, key: str) -> int:
+        with self.lock:
+            return len(self.msgs[key])
+
+    def get(self, key: str) -> list:
+        with self.lock:
+            return list(self.msgs[key])
+
+    def clear(self) -> None:
+        with self.lock:
+            self.msgs.clear()
+            self.recv.clear()
+
+    def publish_clock(self, ns: int) -> None:
+        self.clock.publish(Clock(clock=to_time(ns)))
+
+    def last_diag(self, node_fqn: str | None = None) -> dict:
+        """Key/values of the latest diagnostics status (of ``node_fqn`` when given)."""
+        for arr in reversed(self.get("diag")):
+            for st in arr.status:
+                if node_fqn is None or st.name.startswith(node_fqn):
+                    d = {kv.key: kv.value for kv in st.values}
+                    d["_level"] = int.from_bytes(st.level, "little") if isinstance(st.level, bytes) \
+                        else int(st.level)
+                    d["_message"] = st.message
+                    return d
+        return {}

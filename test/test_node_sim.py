@@ -1,0 +1,134 @@
+"""dystream_node in-process under use_sim_time, over real DDS: frames, stamps, latents, images.
+
+The test owns /clock, so the count of frames is exact whatever the machine's load: audio (44.1 kHz
+int16 stereo, 512-sample chunks on the speaker and 4096-sample chunks on the listener) is published a
+little ahead of the clock, the clock advances in 10 ms steps, and frames are due exactly when their
+audio + lookahead has arrived.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+rclpy = pytest.importorskip("rclpy")
+
+from node_helpers import NS, Tester, chunk_msg, stamp_ns, tone_stereo_int16, wait_for  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+T0 = 100 * NS  # sim time at start
+AUDIO_T = T0 + 1 * NS  # stamp of the first audio sample
+RATE = 44100
+SECONDS = 2.0
+IMAGE_SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from dystream_ros.nodes.dystream_node import DystreamNode
+
+    rclpy.init()
+    overrides = {"use_sim_time": True, "checkpoint": "random", "autostart": False, "image_size": IMAGE_SIZE,
+                 "catch_up_limit": 10000, "speaker_wait_ms": 5000.0, "listener_wait_ms": 5000.0,
+                 "warmup_frames": 1, "output_qos_depth": 100}
+    node = DystreamNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    tester = Tester()
+    tester.watch_info("/dystream_node/info")
+    ex = MultiThreadedExecutor(num_threads=4)
+    ex.add_node(node)
+    ex.add_node(tester)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    tester.publish_clock(T0)
+    assert wait_for(lambda: node.get_clock().now().nanoseconds >= T0, 30), "/clock not received"
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    yield node, tester
+    ex.shutdown(timeout_sec=2)
+    node.release_for_exit()
+    node.destroy_node()
+    tester.destroy_node()
+    rclpy.try_shutdown()
+
+
+def test_frames_stamps_latents_images(sim):
+    import json
+
+    node, tester = sim
+    # Idle face before any audio, stamped with the clock.
+    t = T0
+    for _ in range(10):
+        t += 40_000_000
+        tester.publish_clock(t)
+        if wait_for(lambda: tester.count("image") >= 3, 0.3):
+            break
+    assert tester.count("image") >= 3, "no idle face before audio"
+    assert tester.count("latent") == 0
+    assert wait_for(lambda: tester.count("info") >= 1, 10), "no latched ~/info"
+    info = json.loads(tester.get("info")[-1].data)
+    assert info["checkpoint"] == "random" and info["image_size"] == IMAGE_SIZE
+
+    audio = tone_stereo_int16(RATE, SECONDS)
+    chunks = {}
+    for name, size in (("speaker", 512), ("listener", 4096)):
+        chunks[name] = [(AUDIO_T + i * NS // RATE, audio[i:i + size]) for i in range(0, len(audio), size)]
+    pending = {k: list(v) for k, v in chunks.items()}
+    lead = 200_000_000  # audio is published 200 ms ahead of its time
+    end = AUDIO_T + int(SECONDS * NS)
+    while t < end + 100_000_000:
+        t += 10_000_000
+        for name, pub in (("speaker", tester.speaker), ("listener", tester.listener)):
+            while pending[name] and pending[name][0][0] <= t + lead:
+                st, x = pending[name].pop(0)
+                pub.publish(chunk_msg(x.reshape(-1), RATE, st, channels=2))
+        tester.publish_clock(t)
+        time.sleep(0.002)  # sim time at most ~5x real time: best-effort audio must not overrun DDS queues
+        # stay within reach of the node (no skipping: catch_up_limit is large, this only bounds memory)
+        due = (t - AUDIO_T) // 40_000_000 - 60
+        wait_for(lambda d=due: node.stats_snapshot()["frames_published"] >= d, 30)
+
+    expected = 48  # 2.0 s: frame n needs 40(n+1) + 60 ms of audio -> n <= 47
+    # Nudge the clock (within the 5 s wait) until every due frame is out.
+    for _ in range(600):
+        if tester.count("latent") >= expected:
+            break
+        t += 1_000_000
+        tester.publish_clock(t)
+        wait_for(lambda: tester.count("latent") >= expected, 0.2)
+    latents = sorted(tester.get("latent"), key=lambda m: m.frame_index)
+    idx = [m.frame_index for m in latents]
+    assert idx == list(range(expected)), f"frames {idx[:5]}..{idx[-5:]} ({len(idx)})"
+    for m in latents:
+        assert stamp_ns(m.header) == AUDIO_T + 40_000_000 * m.frame_index
+        lat = np.asarray(m.latent, dtype=np.float32)
+        assert lat.shape == (info["latent_dim"],) and np.isfinite(lat).all()
+        assert m.profile == "lite" and m.checkpoint == "random"
+
+    def stream_images():
+        return [i for i in tester.get("image") if stamp_ns(i.header) >= AUDIO_T]
+
+    assert wait_for(lambda: len(stream_images()) >= expected, 30)
+    images = stream_images()
+    assert len(images) == expected
+    for im in images:
+        assert im.encoding == "rgb8" and im.width == im.height == IMAGE_SIZE and im.step == 3 * IMAGE_SIZE
+        assert len(im.data) == 3 * IMAGE_SIZE * IMAGE_SIZE
+        assert (stamp_ns(im.header) - AUDIO_T) % 40_000_000 == 0
+    states = tester.get("state")
+    assert len(states) >= expected
+    assert all(math.isfinite(s.processing_ms) and s.skipped_frames == 0 for s in states)
+    # A tone on both channels: speaking and listening at once.
+    assert sum(s.state == 3 for s in states) > expected // 2
+    snap = node.stats_snapshot()
+    assert snap["skipped_frames"] == 0 and snap["dropped_samples"] == 0
+    assert snap["speaker_gap_samples"] == 0 and snap["listener_gap_samples"] == 0
+    assert snap["bad_messages"] == 0
