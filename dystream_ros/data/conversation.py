@@ -168,7 +168,7 @@ def read_wav(path) -> np.ndarray:
 # Turn-taking
 
 
-def _speak(rng, party, kind, text, spoken, voice: Voice, start) -> tuple[Segment, np.ndarray]:
+def _speak(party, kind, text, spoken, voice: Voice, start) -> tuple[Segment, np.ndarray]:
     utt = synthesize(spoken, voice)
     seg = Segment(
         party=party,
@@ -194,7 +194,7 @@ def _schedule(rng: np.random.Generator, duration: float, voices: dict[str, Voice
     while t < duration - 0.6:
         text = corpus.sample_turn_text(rng, max_sentences=3, after_question=asked)
         voice = voices[party].jittered(rng)
-        seg, audio = _speak(rng, party, "turn", text, text, voice, t)
+        seg, audio = _speak(party, "turn", text, text, voice, t)
         out.append((seg, audio))
         asked = text.rstrip().endswith("?")
         other = "B" if party == "A" else "A"
@@ -220,7 +220,7 @@ def _schedule(rng: np.random.Generator, duration: float, voices: dict[str, Voice
                     bc_voice.range,
                 )
                 bstart = c + float(rng.uniform(0.0, 0.25))
-                bseg, baudio = _speak(rng, other, "backchannel", shown, spoken, bc_voice, bstart)
+                bseg, baudio = _speak(other, "backchannel", shown, spoken, bc_voice, bstart)
                 if bseg.end < seg.end - 0.15:
                     out.append((bseg, baudio))
                     last_bc_end = bseg.end
@@ -432,7 +432,7 @@ def behaviour(
     blink_l, blink_r = _blink_track(rng, n, rate, forced)
 
     # --- smile and brows ---
-    smile = mood + 0.08 * _noise(rng, n, 20) + rng.uniform(0.1, 0.3) * listen_s
+    smile = mood + 0.08 * _noise(rng, n, 20) + rng.uniform(0.15, 0.35) * listen_s
     for _ in range(int(rng.integers(0, 3 + n // (10 * FPS)))):
         c = int(rng.integers(0, n))
         w = rng.uniform(0.8, 2.5) * FPS

@@ -764,8 +764,8 @@ class FaceRenderer:
     def _outline(self, art: Articulation, n: int = 64):
         """Face outline (u, v, z) in head units, with the jaw dropped by ``jaw_open``."""
         idt = self.id
-        c, s = _unit_circle(n)
-        ca, sa = s, c  # start at the right temple... orientation does not matter for a fill
+        # ca > 0 is the lower half of the face (towards the chin), sa runs from side to side
+        sa, ca = _unit_circle(n)
         fw, fl = idt.face_width, idt.face_length
         top = ca <= 0
         q = np.where(top, 0.0, ca)  # 0 at the temples, 1 at the chin
