@@ -54,7 +54,7 @@ class LogMel(nn.Module):
         win, n_fft = cfg.win_samples, cfg.n_fft
         n_bins = n_fft // 2 + 1
         t = np.arange(win)
-        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * t / win)  # periodic Hann
+        window = np.sin(np.pi * (t + 0.5) / win) ** 2  # Hann sampled at mid-points: no zero-weight sample
         phase = 2.0 * np.pi * np.outer(np.arange(n_bins), t) / n_fft
         scale = 2.0 / window.sum()
         basis = np.concatenate([np.cos(phase) * window, -np.sin(phase) * window]) * scale
