@@ -58,7 +58,7 @@ def wait_for(cond, timeout: float, period: float = 0.02) -> bool:
     return bool(cond())
 
 
-class Tester(Node):
+class Probe(Node):
     """Publishes audio (and /clock) and records everything the avatar node publishes."""
 
     def __init__(self, ns: str = "", name: str = "dystream_tester", reliable_audio: bool = False):

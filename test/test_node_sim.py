@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
 
-from node_helpers import NS, Tester, chunk_msg, stamp_ns, tone_stereo_int16, wait_for  # noqa: E402
+from node_helpers import NS, Probe, chunk_msg, stamp_ns, tone_stereo_int16, wait_for  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
@@ -39,7 +39,7 @@ def sim():
                  "catch_up_limit": 10000, "speaker_wait_ms": 5000.0, "listener_wait_ms": 5000.0,
                  "warmup_frames": 1, "output_qos_depth": 100}
     node = DystreamNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    tester = Tester()
+    tester = Probe()
     tester.watch_info("/dystream_node/info")
     ex = MultiThreadedExecutor(num_threads=4)
     ex.add_node(node)

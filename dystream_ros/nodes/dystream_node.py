@@ -28,6 +28,7 @@ import collections
 import dataclasses
 import json
 import math
+import sys
 import threading
 import time
 import traceback
@@ -39,6 +40,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -802,6 +804,7 @@ def main(args=None) -> int:
     """Spin the node on a MultiThreadedExecutor; SIGINT/SIGTERM shut it down cleanly."""
     rclpy.init(args=args)
     node = executor = None
+    rc = 0
     try:
         node = DystreamNode()
         executor = MultiThreadedExecutor(num_threads=4)
@@ -811,6 +814,9 @@ def main(args=None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except InvalidParameterValueException as e:  # e.g. a value out of range in the params file
+        print(f"[dystream_node] invalid parameter: {e}", file=sys.stderr, flush=True)
+        rc = 2
     finally:
         if node is not None:
             node.release_for_exit()
@@ -822,7 +828,7 @@ def main(args=None) -> int:
             except Exception:  # noqa: BLE001
                 pass
         rclpy.try_shutdown()
-    return 0
+    return rc
 
 
 if __name__ == "__main__":
