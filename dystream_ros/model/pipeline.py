@@ -144,6 +144,7 @@ class Session:
             cfg.sampler.guidance_speaker, cfg.sampler.guidance_listener, cfg.sampler.guidance_anchor
         )
         self._branches = guidance_branches(self._guidance)
+        self._generated = 0
         self.set_reference(reference_image)
         self.reset()
 
@@ -183,10 +184,16 @@ class Session:
         self._prev = self._m0
 
     def set_reference(self, image: np.ndarray) -> None:
-        """New appearance and reference motion m0 (also the anchor); the stream and its history go on."""
+        """New appearance and reference motion m0 (also the anchor).
+
+        The stream goes on (index, audio, history); before the first frame of a stream the history also
+        starts from the new m0, so it equals a session started with this image.
+        """
         ref = _image_tensor(image, self._cfg.autoencoder.image_size, self._backend.device)
         self._appearance, self._m0 = self._backend.encode_reference(ref)
         self._reference = ref
+        if self._generated == 0:
+            self._prev = self._m0
 
     @property
     def reference_motion(self) -> np.ndarray:

@@ -79,20 +79,21 @@ class TorchBackend(Backend):
         self._cond = steps.HeadCondition(model)
         self._time = steps.HeadTime(model)
         self._head = steps.HeadStep(model)
+        self._motion = steps.MotionStep(model)
         if self.render:
-            self._ref = steps.ReferenceStep(model)
             self._decode = steps.DecodeStep(model)
-            # oneDNN convolutions with few channels are several times faster in NHWC on CPU.
+            # oneDNN convolutions with few channels are several times faster in NHWC on CPU. The motion
+            # encoder stays NCHW so m0 (and hence the latents) do not depend on whether we render.
             self._fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-            model.autoencoder.to(memory_format=self._fmt)
-        else:
-            self._motion = steps.MotionStep(model)
+            model.autoencoder.appearance.to(memory_format=self._fmt)
+            model.autoencoder.decoder.to(memory_format=self._fmt)
 
     @torch.inference_mode()
     def encode_reference(self, image):
+        m0 = self._motion(image)
         if self.render:
-            return self._ref(image.to(memory_format=self._fmt))
-        return None, self._motion(image)
+            return self.model.autoencoder.appearance(image.to(memory_format=self._fmt)), m0
+        return None, m0
 
     @torch.inference_mode()
     def encode_audio(self, windows):
