@@ -309,16 +309,17 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
 
     speaker, listener, _ = bag_audio_16k(input_bag)
     audio_len = max(len(speaker), len(listener) if listener is not None else 0)
-    vid = VideoWriter(out / "video.mp4", fps=25, sample_rate=16000)
-    mouth = report.MouthTracker()
     images: dict[int, np.ndarray] = {}
     with bagio.BagReader(out / "output.mcap") as bag:
         for _, ty, t_ns, raw in bag.messages([image_topic]):
             if t_ns in stamps:
                 images[stamps[t_ns]] = bagio.image_to_array(bag.deserialize(raw, ty))
+    # Frames the node skipped (or that were lost) hold the previous image, as a display would.
+    vid = VideoWriter(out / "video.mp4", fps=25, sample_rate=16000) if images else None
+    mouth = report.MouthTracker() if images else None
     last = None
     held = 0
-    for i in range(n_frames):
+    for i in range(n_frames if images else 0):
         img = images.get(i, last)
         if img is None:
             continue
@@ -332,10 +333,11 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
     listener_track = np.zeros(audio_len, np.float32)
     if listener is not None:
         listener_track[: len(listener)] = listener
-    vid.close(mix(speaker_track, listener_track) if vid.frames else None)
-    ls_entry, mouth_sig, env = report.lipsync_entry(mouth.readings(), speaker_track,
-                                                    listener_track if listener is not None else None,
-                                                    note=mouth.note)
+    if vid is not None:
+        vid.close(mix(speaker_track, listener_track))
+    ls_entry, mouth_sig, env = report.lipsync_entry(
+        mouth.readings() if mouth else None, speaker_track, listener_track if listener is not None else None,
+        note=mouth.note if mouth else "the node published no images (render or publish_image off)")
 
     records = []
     e2e = []
@@ -365,8 +367,9 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
             "lost_frames": max(0, len(missing) - int(skipped)),
             "missing_frame_indices": missing[:50],
             "e2e_av_offset_ms": report.stats(e2e, ("p50", "p95", "p99")),
-            "audio_duration_s": round(audio_len / 16000, 3), "video_duration_s": round(vid.frames / 25, 3),
-            "held_frames": held + vid.held_frames,
+            "audio_duration_s": round(audio_len / 16000, 3),
+            "video_duration_s": round(vid.frames / 25, 3) if vid else None,
+            "held_frames": held + (vid.held_frames if vid else 0),
             "bag": str(input_bag), "node_info": info,
             "files": {n: str(out / n) for n in ("video.mp4", "output.mcap", "report.json", "latency.png",
                                                 "lipsync.png", "output_frames.json", "logs")},

@@ -165,6 +165,8 @@ class Recorder(Node):
         self._mark_output(recv)
         if 0 <= self.stop_after_frame <= m.frame_index and self._stop_stamp is None:
             self._stop_stamp, self._stop_since = stamp, time.monotonic()
+            # the node publishes a frame's image right after its latent; none so far: it renders none
+            self._stop_done = self.images == 0
 
     def _on_state(self, raw, stamp, recv, cls) -> None:
         from rclpy.serialization import deserialize_message

@@ -1,0 +1,71 @@
+"""`make demo` / `dystream demo` end to end on a short piece of the sample conversation.
+
+Runs scripts/demo.sh (what `make demo` runs after `make setup`) with random weights: the node, the
+bag player and the recorder as separate processes over DDS; checks the files and the report's shape.
+Latency values are printed, never asserted (2 shared cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.ros
+
+SECONDS = 2.0
+
+
+def test_demo_writes_video_bag_report_and_plots(repo, tmp_path):
+    from dystream_ros.eval import bagio
+    from dystream_ros.eval.video import probe
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{repo}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    out = tmp_path / "demo"
+    res = subprocess.run(["bash", "scripts/demo.sh", "--out", str(out), "--seconds", str(SECONDS),
+                          "--checkpoint", "random", "--no-setup", "--timeout", "180"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "RANDOM WEIGHTS" in res.stderr  # said loudly
+    assert "processing_ms" in res.stdout and str(out / "video.mp4") in res.stdout
+    for name in ("video.mp4", "output.mcap", "report.json", "latency.png", "lipsync.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+
+    rep = json.loads((out / "report.json").read_text())
+    for key in ("frames", "fps", "step_ms", "processing_ms", "av_offset_ms", "skipped_frames", "lipsync",
+                "backend", "profile", "checkpoint"):
+        assert key in rep, key
+    assert set(rep["processing_ms"]) == {"p50", "p95", "p99", "max"}
+    assert set(rep["lipsync"]) >= {"offset_frames", "confidence", "correlation"}
+    assert rep["mode"] == "live" and rep["random_weights"] is True and rep["checkpoint"] == "random"
+    assert rep["frames"] >= 1 and rep["frames_expected"] == 50
+    assert rep["frames"] + rep["skipped_frames"] + rep["lost_frames"] == rep["frames_expected"]
+    print("demo latency:", {k: rep[k] for k in ("processing_ms", "av_offset_ms", "step_ms",
+                                                 "skipped_frames")})
+
+    info = probe(out / "video.mp4")
+    assert info["video"]["codec"] == "h264" and info["video"]["pix_fmt"] == "yuv420p"
+    assert info["video"]["fps"] == 25.0
+    assert abs(info["video"]["duration_s"] - SECONDS) <= 0.04 + 1e-6
+    assert info["audio"]["codec"] == "aac" and abs(info["audio"]["duration_s"] - SECONDS) <= 0.07
+
+    with bagio.BagReader(out / "output.mcap") as bag:
+        topics = bag.topics
+    assert topics["/dystream/face_image"] == bagio.IMAGE
+    assert topics["/dystream/motion_latent"] == bagio.MOTION_LATENT
+    assert topics["/dystream/speaker_audio"] == bagio.AUDIO_CHUNK
+
+
+def test_demo_falls_back_to_random_weights_only_without_the_default(monkeypatch, tmp_path):
+    from dystream_ros.eval import demo
+    from dystream_ros.model import pipeline
+
+    monkeypatch.setattr(pipeline, "default_checkpoint_path", lambda profile: tmp_path / "missing.safetensors")
+    assert demo.choose_checkpoint(None) == ("random", True)
+    (tmp_path / "there.safetensors").write_bytes(b"x")
+    monkeypatch.setattr(pipeline, "default_checkpoint_path", lambda profile: tmp_path / "there.safetensors")
+    assert demo.choose_checkpoint(None) == (None, False)  # the node loads the embedded default
+    assert demo.choose_checkpoint("random") == ("random", True)
