@@ -23,6 +23,7 @@ from dystream_ros.runtime import steps
 
 __all__ = [
     "OPSET",
+    "SPECS",
     "STEP_NAMES",
     "cache_root",
     "cached_export",
@@ -34,7 +35,7 @@ __all__ = [
 OPSET = 17
 
 # name -> (module class, input names, output names, dynamic axes)
-_SPECS: dict[str, tuple[type[nn.Module], list[str], list[str], dict[str, dict[int, str]]]] = {
+SPECS: dict[str, tuple[type[nn.Module], list[str], list[str], dict[str, dict[int, str]]]] = {
     "audio": (steps.AudioStep, ["windows"], ["features"], {}),
     "generator_step": (
         steps.GeneratorStep,
@@ -54,7 +55,7 @@ _SPECS: dict[str, tuple[type[nn.Module], list[str], list[str], dict[str, dict[in
     "reference": (steps.ReferenceStep, ["image"], ["appearance", "m0"], {}),
     "decoder": (steps.DecodeStep, ["latent", "m0", "appearance", "reference"], ["image"], {}),
 }
-STEP_NAMES = tuple(_SPECS)
+STEP_NAMES = tuple(SPECS)
 RENDER_STEPS = ("reference", "decoder")
 
 
@@ -107,7 +108,7 @@ def example_inputs(model: DyStreamModel, name: str, branches: int = 3) -> tuple[
 
 def export_step(model: DyStreamModel, name: str, path: str | Path | None = None) -> bytes:
     """Export one step to ONNX; returns the serialized model (and writes it to ``path`` if given)."""
-    cls, inputs, outputs, dynamic = _SPECS[name]
+    cls, inputs, outputs, dynamic = SPECS[name]
     module = cls(model).eval()
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
