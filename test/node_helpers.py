@@ -70,6 +70,8 @@ class Probe(Node):
         self.lock = threading.Lock()
         self.msgs: dict[str, list] = defaultdict(list)
         self.recv: dict[str, list] = defaultdict(list)
+        self.clock_at: dict[str, list] = defaultdict(list)  # last /clock this probe published, per message
+        self.last_clock = 0
         self.speaker = self.create_publisher(AudioChunk, prefix + "speaker_audio", audio_qos)
         self.listener = self.create_publisher(AudioChunk, prefix + "listener_audio", audio_qos)
         self.clock = self.create_publisher(Clock, "/clock", 10)
@@ -85,6 +87,16 @@ class Probe(Node):
                                    reliability=ReliabilityPolicy.RELIABLE,
                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
+    def watch_rosout(self) -> None:
+        from rcl_interfaces.msg import Log
+
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+        self.create_subscription(Log, "/rosout", lambda m: self._on("rosout", m), qos)
+
+    def logs(self, contains: str) -> list[str]:
+        return [m.msg for m in self.get("rosout") if contains in m.msg]
+
     def watch_info(self, topic: str) -> None:
         self.create_subscription(String, topic, lambda m: self._on("info", m), self.info_qos)
 
@@ -92,6 +104,7 @@ class Probe(Node):
         with self.lock:
             self.msgs[key].append(msg)
             self.recv[key].append(time.monotonic())
+            self.clock_at[key].append(self.last_clock)
 
     def count(self, key: str) -> int:
         with self.lock:
@@ -105,8 +118,11 @@ class Probe(Node):
         with self.lock:
             self.msgs.clear()
             self.recv.clear()
+            self.clock_at.clear()
 
     def publish_clock(self, ns: int) -> None:
+        with self.lock:
+            self.last_clock = ns
         self.clock.publish(Clock(clock=to_time(ns)))
 
     def last_diag(self, node_fqn: str | None = None) -> dict:

@@ -132,3 +132,68 @@ def test_frames_stamps_latents_images(sim):
     assert snap["skipped_frames"] == 0 and snap["dropped_samples"] == 0
     assert snap["speaker_gap_samples"] == 0 and snap["listener_gap_samples"] == 0
     assert snap["bad_messages"] == 0
+
+
+def _call(probe, srv_type, name, req, timeout=30.0):
+    cli = probe.create_client(srv_type, name)
+    try:
+        assert cli.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+        fut = cli.call_async(req)
+        assert wait_for(fut.done, timeout), f"{name} timed out"
+        return fut.result()
+    finally:
+        probe.destroy_client(cli)
+
+
+def _set_params(probe, **values):
+    from rcl_interfaces.srv import SetParameters
+
+    req = SetParameters.Request()
+    req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+    return _call(probe, SetParameters, "/dystream_node/set_parameters", req).results
+
+
+def test_runtime_parameters_are_validated(sim):
+    node, probe = sim
+    ok = _set_params(probe, steps=3, guidance_speaker=2.0, catch_up_limit=4, listener_wait_ms=150.0,
+                     publish_compressed=True)
+    assert all(r.successful for r in ok), [r.reason for r in ok]
+    assert node.get_parameter("steps").value == 3
+    assert node._sched.config.catch_up_limit == 4 and node._sched.config.listener_wait_s == 0.15
+    for bad in ({"steps": 11}, {"steps": 0}, {"catch_up_limit": 0}, {"guidance_listener": -1.0},
+                {"jpeg_quality": 101}, {"steps": "three"}, {"profile": "base"}, {"checkpoint": "x"},
+                {"device": "cuda"}):
+        (res,) = _set_params(probe, **bad)
+        assert not res.successful and res.reason, bad
+    assert node.get_parameter("steps").value == 3 and node.get_parameter("profile").value == "lite"
+    _set_params(probe, steps=5, guidance_speaker=1.0, catch_up_limit=10000, listener_wait_ms=5000.0,
+                publish_compressed=False)
+
+
+def test_reset_and_set_reference_services(sim, tmp_path):
+    import cv2
+    from dystream_ros.srv import SetReference
+    from sensor_msgs.msg import Image
+    from std_srvs.srv import Trigger
+
+    node, probe = sim
+    assert _call(probe, Trigger, "/dystream_node/reset", Trigger.Request()).success
+    assert not node._sched.active and node._sched.next_frame == 0
+
+    req = SetReference.Request()
+    img = np.zeros((64, 80, 3), np.uint8)
+    img[..., 0] = 255  # blue in bgr8
+    req.image = Image(height=64, width=80, encoding="bgr8", step=240, data=img.tobytes())
+    res = _call(probe, SetReference, "/dystream_node/set_reference", req)
+    assert res.success, res.message
+    assert node._idle_image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and node._idle_image[..., 2].mean() == 255
+
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), np.full((100, 100, 3), 40, np.uint8))
+    req = SetReference.Request(path=str(path))
+    assert _call(probe, SetReference, "/dystream_node/set_reference", req).success
+    yuv = Image(height=2, width=2, encoding="yuv422", step=4, data=b"\0" * 8)
+    for bad in (SetReference.Request(path=str(tmp_path / "missing.png")), SetReference.Request(),
+                SetReference.Request(image=yuv)):
+        res = _call(probe, SetReference, "/dystream_node/set_reference", bad)
+        assert not res.success and res.message

@@ -160,6 +160,17 @@ def test_forward_clock_jump_resets_stream():
     assert s.stats.skipped_frames == 0  # an hour of nothing is not 90000 skipped frames
 
 
+def test_slow_caller_skips_instead_of_resetting_by_default():
+    s = make(catch_up_limit=8)
+    run_live(s, 0.5)
+    n = s.next_frame
+    p = s.tick(T0 + 8000 * MS, wall=0.0)  # the caller stalled for 7.5 s (both channels silent since)
+    assert p.reset_reason is None and p.skipped > 0 and len(p.frames) == 8
+    assert s.stats.skipped_frames == p.skipped and p.frames[0].index == n + p.skipped
+    s.reset(clock_jump=True)
+    assert s.stats.clock_resets == 1 and not s.active
+
+
 def test_zero_and_far_off_stamps_are_replaced():
     s = make(max_stamp_skew_s=10.0)
     now = T0

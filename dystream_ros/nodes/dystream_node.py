@@ -39,7 +39,8 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import Clock, ClockType
+from rclpy.clock import Clock, ClockType, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
@@ -174,6 +175,13 @@ class DystreamNode(LifecycleNode):
         self.create_service(SetReference, "~/set_reference", self._on_set_reference,
                             callback_group=self._aux_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # Forward jumps of the ROS clock (sim time: a bag seek) restart the stream; the scheduler cannot
+        # tell them from a slow tick. Backward jumps are caught by the scheduler itself.
+        self._clock_jump: str | None = None
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=Duration(seconds=float(self._rt["max_clock_jump_s"])),
+                          min_backward=None, on_clock_change=True),
+            post_callback=self._on_clock_jump)
 
     # ==========================================================================================
     # logging helpers
@@ -222,8 +230,7 @@ class DystreamNode(LifecycleNode):
                     speaker_wait_s=rt["speaker_wait_ms"] / 1000.0,
                     listener_wait_s=rt["listener_wait_ms"] / 1000.0,
                     stamp_tolerance_s=rt["stamp_tolerance_ms"] / 1000.0,
-                    max_stamp_skew_s=float(rt["max_stamp_skew_s"]),
-                    max_clock_jump_s=float(rt["max_clock_jump_s"]))
+                    max_stamp_skew_s=float(rt["max_stamp_skew_s"]))
 
     def _apply_session_settings(self) -> None:
         """Steps and guidance weights -> the model session (timer thread, session lock held)."""
@@ -473,6 +480,14 @@ class DystreamNode(LifecycleNode):
         except Exception:  # noqa: BLE001
             pass
 
+    def _on_clock_jump(self, jump) -> None:
+        if jump.clock_change:
+            reason = "clock type changed (use_sim_time toggled)"
+        else:
+            reason = f"clock jumped forward by {jump.delta.nanoseconds / 1e9:.3f} s"
+        with self._lock:
+            self._clock_jump = reason
+
     # ==========================================================================================
     # audio input
     def _on_audio(self, msg, channel: str) -> None:
@@ -547,7 +562,16 @@ class DystreamNode(LifecycleNode):
                 return
             wall = time.monotonic()
             with self._lock:
+                jump, self._clock_jump = self._clock_jump, None
+                if jump and self._sched.active:
+                    self._sched.reset(clock_jump=True)
+                else:
+                    jump = None
                 plan = self._sched.tick(now_ns, wall=wall)
+            if jump:
+                self.get_logger().warning(f"{jump}: stream reset (the next audio starts a new one)")
+                self._session.reset()
+                self._session_pushed = 0
             if plan.reset_reason:
                 self.get_logger().warning(
                     f"{plan.reset_reason}: stream reset (the next audio starts a new one)")

@@ -120,8 +120,8 @@ SPECS: tuple[Spec, ...] = (
          lo=0.0, hi=1000.0),
     Spec("max_stamp_skew_s", 10.0, "audio stamps further than this from the node clock (or zero) are "
          "replaced by the receive time (counted)", lo=0.1, hi=1e6),
-    Spec("max_clock_jump_s", 5.0, "a forward clock jump larger than this restarts the stream (backward "
-         "jumps always do)", lo=0.1, hi=1e6),
+    Spec("max_clock_jump_s", 5.0, "a forward jump of the ROS clock (sim time) larger than this restarts "
+         "the stream (backward jumps always do)", read_only=True, lo=0.1, hi=1e6),
     Spec("speaking_threshold_db", -45.0, "RMS level (dBFS) above which a channel counts as audible in "
          "state", lo=-120.0, hi=0.0),
     Spec("step_warn_ms", 40.0, "diagnostics WARN when the step time p95 exceeds this", lo=1.0, hi=10000.0),

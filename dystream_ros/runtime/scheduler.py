@@ -23,9 +23,12 @@ Each :meth:`FrameScheduler.tick` returns a :class:`TickPlan` with every due fram
 the output catches up with the clock instead of queueing without bound. Callers must not count frames
 by ticks: a tick may yield 0, 1 or several frames (timers skip missed periods).
 
-A backwards clock jump (bag loop, sim-time restart) or a forward jump of more than ``max_clock_jump_s``
-between two ticks resets the stream cleanly (counted in ``clock_resets``); the next audio starts a new
-stream.
+A backwards clock jump (bag loop, sim-time restart) resets the stream cleanly (counted in
+``clock_resets``); the next audio starts a new stream. Forward jumps cannot be told from a caller that
+was merely slow by looking at tick times, so by default they are treated as lateness (frames skipped and
+counted). A caller that knows the clock jumped (a ROS clock jump callback, a replay seeking) calls
+``reset(clock_jump=True)``; ``max_clock_jump_s`` optionally treats any larger gap between two ticks
+as a jump.
 
 Driving it from a replay (no ROS)::
 
@@ -65,7 +68,7 @@ class SchedulerConfig:
     buffer_s: float = 30.0  # ring capacity per channel (audio ahead of the read position)
     stamp_tolerance_s: float = 0.02  # stamp jitter treated as contiguous audio
     max_stamp_skew_s: float = 10.0  # stamps further than this from the clock are replaced by arrival time
-    max_clock_jump_s: float = 5.0  # a forward clock jump larger than this between ticks resets the stream
+    max_clock_jump_s: float = math.inf  # a larger clock advance between two ticks resets (inf = never)
 
     def __post_init__(self):
         if self.sample_rate <= 0 or self.samples_per_frame <= 0:
@@ -181,8 +184,12 @@ class FrameScheduler:
         self._new_stream = False
         self.stats.session_skipped_frames = 0
 
-    def reset(self) -> None:
-        """Forget the stream (buffers, origin, frame counter); the next audio starts a new stream."""
+    def reset(self, clock_jump: bool = False) -> None:
+        """Forget the stream (buffers, origin, frame counter); the next audio starts a new stream.
+
+        ``clock_jump``: the caller saw the clock jump (counted in ``stats.clock_resets``)."""
+        if clock_jump:
+            self.stats.clock_resets += 1
         self._reset_stream()
 
     @property

@@ -1,0 +1,230 @@
+"""dystream_node under bad input, over real DDS with sim time: it stays alive and counts/logs what happened.
+
+NaN/Inf audio, empty messages, unknown and MP3 encodings, sample rate 0, zero channels, odd byte counts,
+a backwards clock jump, a 30 s gap and a 10x real-time burst. The test owns /clock, so 30 s of sim time
+pass in a few seconds; the node runs with its default catch-up limit, so a slow machine skips frames
+during the gap (counted) instead of stalling.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+rclpy = pytest.importorskip("rclpy")
+
+from dystream_ros.msg import AudioChunk  # noqa: E402
+from node_helpers import NS, Probe, chunk_msg, stamp_ns, to_time, wait_for  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+MS = 1_000_000
+FRAME = 40 * MS
+T_START = 1000 * NS
+
+
+class Sim:
+    """The node under test, a probe, and the sim clock."""
+
+    def __init__(self, node, probe):
+        self.node, self.probe = node, probe
+        self.t = T_START
+
+    def advance(self, to_ns: int, step: int = 10 * MS, sleep: float = 0.002, feed=None) -> None:
+        """Move the clock to ``to_ns`` in ``step`` increments; ``feed(t)`` may publish audio before each."""
+        while self.t < to_ns:
+            self.t = min(to_ns, self.t + step)
+            if feed:
+                feed(self.t)
+            self.probe.publish_clock(self.t)
+            time.sleep(sleep)
+
+    def snap(self) -> dict:
+        return self.node.stats_snapshot()
+
+    def reset(self) -> None:
+        cli = self.probe.create_client(Trigger, "/dystream_node/reset")
+        assert cli.wait_for_service(timeout_sec=10)
+        fut = cli.call_async(Trigger.Request())
+        assert wait_for(fut.done, 30) and fut.result().success
+        self.probe.destroy_client(cli)
+        self.probe.clear()
+
+    def stream(self, seconds: float, start: int, rate: int = 16000, chunk: int = 320, speaker=True,
+               listener=True, value: float = 0.2):
+        """A feed() publishing real-time mono float chunks stamped from ``start`` as the clock passes them."""
+        n = int(seconds * rate)
+        x = (value * np.sin(np.arange(n) * 2 * np.pi * 200 / rate)).astype(np.float32)
+        pending = [(start + i * NS // rate, x[i:i + chunk]) for i in range(0, n, chunk)]
+
+        def feed(t):
+            while pending and pending[0][0] + len(pending[0][1]) * NS // rate <= t:
+                st, c = pending.pop(0)
+                if speaker:
+                    self.probe.speaker.publish(chunk_msg(c, rate, st, encoding="pcm_f32le"))
+                if listener:
+                    self.probe.listener.publish(chunk_msg(c, rate, st, encoding="pcm_f32le"))
+        return feed
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from dystream_ros.nodes.dystream_node import DystreamNode
+
+    rclpy.init()
+    overrides = {"use_sim_time": True, "checkpoint": "random", "autostart": False, "render": False,
+                 "warmup_frames": 1, "output_qos_depth": 100}
+    node = DystreamNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    probe = Probe()
+    probe.watch_rosout()
+    ex = MultiThreadedExecutor(num_threads=4)
+    ex.add_node(node)
+    ex.add_node(probe)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    probe.publish_clock(T_START)
+    assert wait_for(lambda: node.get_clock().now().nanoseconds >= T_START, 30)
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    time.sleep(0.5)  # subscriptions match
+    yield Sim(node, probe)
+    ex.shutdown(timeout_sec=2)
+    node.release_for_exit()
+    node.destroy_node()
+    probe.destroy_node()
+    rclpy.try_shutdown()
+
+
+def _bad(probe, stamp, *, data=b"", rate=16000, channels=1, encoding="pcm_s16le"):
+    m = AudioChunk()
+    m.header.stamp = to_time(stamp)
+    m.sample_rate, m.channels, m.encoding = rate, channels, encoding
+    m.data = data
+    probe.speaker.publish(m)
+    time.sleep(0.01)
+
+
+def test_malformed_messages_are_counted_logged_and_survived(sim):
+    sim.reset()
+    p, t = sim.probe, sim.t
+    nan = np.full(320, 0.1, np.float32)
+    nan[[3, 50, 100]] = [np.nan, np.inf, -np.inf]
+    p.speaker.publish(chunk_msg(nan, 16000, t, encoding="pcm_f32le"))
+    _bad(p, t)  # empty
+    _bad(p, t, data=b"\x00" * 640, encoding="pcm_u8")  # unknown encoding
+    _bad(p, t, data=b"\xff\xfb" * 320, encoding="mp3")  # compressed
+    _bad(p, t, data=b"\x00" * 640, rate=0)  # sample rate 0
+    _bad(p, t, data=b"\x00" * 640, channels=0)
+    _bad(p, t, data=b"\x00" * 1001)  # odd byte count: 500 samples + 1 byte
+    _bad(p, t, data=b"\x00" * (16000 * 61 * 2))  # 61 s in one message > max_message_s (60)
+    _bad(p, t + 100 * MS, data=b"\x00" * (16000 * 40 * 2))  # 40 s at once > buffer_s (30): overflow
+    s = {}
+
+    def counted():
+        s.update(sim.snap())
+        return (s.get("bad_messages_empty", 0) >= 1 and s.get("bad_messages_encoding", 0) >= 1
+                and s.get("bad_messages_compressed", 0) >= 1 and s.get("bad_messages_sample_rate", 0) >= 1
+                and s.get("bad_messages_channels", 0) >= 1 and s.get("nonfinite_samples", 0) >= 3
+                and s.get("trailing_bytes_dropped", 0) >= 1 and s.get("bad_messages_too_large", 0) >= 1
+                and s.get("speaker_overflow_samples", 0) >= 9 * 16000)
+
+    assert wait_for(counted, 20), s
+    for needle in ("NaN/Inf", "mp3", "pcm_u8", "sample_rate 0", "channel count 0", "no complete sample frame",
+                   "trailing byte", "exceeds the limit", "buffer full"):
+        assert wait_for(lambda n=needle: p.logs(n), 10), f"no log mentioning {needle!r}"
+    # Rate-limited: a flood of NaN messages gives no flood of logs.
+    before = len(p.logs("NaN/Inf"))
+    for _ in range(30):
+        p.speaker.publish(chunk_msg(nan, 16000, t, encoding="pcm_f32le"))
+    assert wait_for(lambda: sim.snap()["nonfinite_samples"] >= 3 * 31, 20)
+    time.sleep(0.5)
+    assert len(p.logs("NaN/Inf")) - before <= 2
+    # Still alive and producing finite frames.
+    sim.advance(sim.t + 1 * NS, feed=sim.stream(1.0, sim.t + 20 * MS))
+    assert wait_for(lambda: p.count("latent") >= 10, 60)
+    assert all(np.isfinite(np.asarray(m.latent)).all() for m in p.get("latent"))
+
+
+def test_backwards_clock_jump_restarts_the_stream(sim):
+    sim.reset()
+    start = sim.t
+    sim.advance(start + 1 * NS, feed=sim.stream(1.0, start))
+    assert wait_for(lambda: sim.probe.count("latent") >= 15, 60)
+    resets = sim.snap()["clock_resets"]
+    sim.t = start - 20 * NS  # bag loop / sim restart
+    sim.probe.publish_clock(sim.t)
+    sim.advance(sim.t + 200 * MS)
+    assert wait_for(lambda: sim.snap()["clock_resets"] == resets + 1, 20)
+    assert wait_for(lambda: sim.probe.logs("clock jumped back"), 10)
+    sim.probe.clear()
+    new_start = sim.t
+    sim.advance(new_start + 1 * NS, feed=sim.stream(1.0, new_start))
+    assert wait_for(lambda: sim.probe.count("latent") >= 10, 60)
+    first = min(sim.probe.get("latent"), key=lambda m: m.frame_index)
+    assert first.frame_index == 0 and stamp_ns(first.header) == new_start
+
+
+def test_30s_gap_becomes_silence(sim):
+    sim.reset()
+    before = sim.snap()
+    start = sim.t
+    sim.advance(start + 1 * NS, feed=sim.stream(1.0, start))
+    sim.advance(start + 31 * NS, step=40 * MS, sleep=0.002)  # 30 s without audio, fast
+    resume = start + 31 * NS
+    sim.advance(resume + 1 * NS, feed=sim.stream(1.0, resume))
+    target = (resume + 500 * MS - start) // FRAME
+    assert wait_for(lambda: any(m.frame_index >= target for m in sim.probe.get("latent")), 60)
+    s = sim.snap()
+    for ch in ("speaker", "listener"):
+        assert s[f"{ch}_gap_samples"] - before[f"{ch}_gap_samples"] >= 29 * 16000
+        assert s[f"{ch}_overflow_samples"] == before[f"{ch}_overflow_samples"]
+    lat = sorted(sim.probe.get("latent"), key=lambda m: m.frame_index)
+    idx = [m.frame_index for m in lat]
+    assert idx == sorted(set(idx)), "frames repeated or out of order"
+    assert all(stamp_ns(m.header) == start + FRAME * m.frame_index for m in lat), "stamps off the grid"
+    # every frame index up to the last one was either published or counted as skipped
+    assert len(idx) + s["skipped_frames_session"] >= idx[-1] + 1
+    states = {m.frame_index: m for m in sim.probe.get("state")}
+    quiet = [st for i, st in states.items() if 40 <= i < 700]
+    assert quiet and all(st.state == 0 for st in quiet), "silence during the gap must read as idle"
+
+
+def test_10x_realtime_burst_is_buffered_and_paced(sim):
+    sim.reset()
+    before = sim.snap()
+    start = sim.t + 40 * MS
+    rate, n_s = 44100, 10.0
+    x = (0.2 * np.sin(np.arange(int(rate * n_s)) * 2 * np.pi * 150 / rate)).astype(np.float32)
+    x16 = (x * 32767).astype(np.int16)
+    chunks = [(start + i * NS // rate, x16[i:i + 4096]) for i in range(0, len(x16), 4096)]
+    per_step = int(np.ceil(len(chunks) / 25))  # 10 s of audio within 1 s of clock
+
+    def feed(t):
+        for _ in range(per_step):
+            if chunks:
+                st, c = chunks.pop(0)
+                sim.probe.speaker.publish(chunk_msg(c, rate, st))
+
+    sim.advance(start + 1 * NS, step=FRAME, sleep=0.02, feed=feed)
+    assert not chunks
+    assert wait_for(lambda: sim.snap()["speaker_buffer_ms"] > 6000, 20), sim.snap()["speaker_buffer_ms"]
+    sim.advance(sim.t + 2 * NS, step=FRAME, sleep=0.01)
+    s = sim.snap()
+    assert s["speaker_overflow_samples"] == before["speaker_overflow_samples"]
+    assert s["speaker_late_samples"] == before["speaker_late_samples"]
+    with sim.probe.lock:
+        pairs = list(zip(sim.probe.msgs["latent"], sim.probe.clock_at["latent"], strict=True))
+    assert pairs
+    for m, clock in pairs:
+        assert stamp_ns(m.header) <= clock, "frame produced ahead of the clock"
+    n_frames = len({m.frame_index for m, _ in pairs})
+    assert n_frames <= (sim.t - start) // FRAME + 1, "frames produced faster than 25 Hz of clock"
+    assert s["speaker_buffer_ms"] > 3000  # still buffered: the burst plays out at the clock's pace
