@@ -1,0 +1,109 @@
+"""Node-side pieces without a running graph: parameter table vs YAML, image codec, audio adapters, launch."""
+
+from __future__ import annotations
+
+import py_compile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytestmark = pytest.mark.ros
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_yaml_matches_parameter_table():
+    from dystream_ros.nodes.params import SPECS
+
+    y = yaml.safe_load((REPO / "config" / "default.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(y) == {s.name for s in SPECS}
+    for s in SPECS:
+        assert type(y[s.name]) is type(s.default) and y[s.name] == s.default, s.name
+        assert s.validate(s.default) is None, s.name
+        d = s.descriptor()
+        assert d.description and d.read_only == s.read_only
+
+
+def test_spec_validation():
+    from dystream_ros.nodes.params import SPEC_BY_NAME
+
+    steps = SPEC_BY_NAME["steps"]
+    assert steps.validate(3) is None and steps.validate(11) and steps.validate(True) and steps.validate(2.0)
+    g = SPEC_BY_NAME["guidance_speaker"]
+    assert g.validate(2) is None and g.validate(float("nan")) and g.validate(-0.1)
+    assert SPEC_BY_NAME["backend"].validate("tensorflow")
+
+
+def test_image_codec_roundtrip_and_encodings():
+    from builtin_interfaces.msg import Time
+
+    from dystream_ros.nodes.image_codec import fit_square, image_msg_to_rgb, rgb_to_image_msg, rgb_to_jpeg_msg
+
+    def zero_time():
+        return Time()
+
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    msg = rgb_to_image_msg(rgb, zero_time(), "avatar")
+    assert (msg.encoding, msg.height, msg.width, msg.step) == ("rgb8", 32, 48, 144)
+    np.testing.assert_array_equal(image_msg_to_rgb(msg), rgb)
+    msg.encoding = "bgr8"
+    np.testing.assert_array_equal(image_msg_to_rgb(msg), rgb[..., ::-1])
+    mono = rgb_to_image_msg(rgb, zero_time(), "a")
+    mono.encoding, mono.step = "mono8", 48
+    mono.data = rgb[..., 0].tobytes()
+    assert image_msg_to_rgb(mono).shape == (32, 48, 3)
+    padded = rgb_to_image_msg(rgb, zero_time(), "a")
+    padded.step = 160  # row padding
+    padded.data = np.pad(rgb.reshape(32, 144), ((0, 0), (0, 16))).tobytes()
+    np.testing.assert_array_equal(image_msg_to_rgb(padded), rgb)
+    jpg = rgb_to_jpeg_msg(rgb, zero_time(), "a", 90)
+    assert bytes(jpg.data[:2]) == b"\xff\xd8"
+    assert fit_square(rgb, 16).shape == (16, 16, 3)
+    bad = rgb_to_image_msg(rgb, zero_time(), "a")
+    bad.encoding = "yuv422"
+    with pytest.raises(ValueError):
+        image_msg_to_rgb(bad)
+
+
+def test_audio_adapters():
+    from node_helpers import chunk_msg
+
+    from dystream_ros.audio import AudioFormatError
+    from dystream_ros.nodes import audio_adapters as ad
+
+    m = chunk_msg(np.zeros(10, np.int16), 22050, 1_500_000_000)
+    raw = ad.from_audio_chunk(m)
+    assert (raw.sample_rate, raw.channels, raw.encoding) == (22050, 1, "pcm_s16le")
+    assert raw.stamp_ns == 1_500_000_000
+
+    class Info:  # audio_common_msgs/AudioInfo shape
+        channels, sample_rate, sample_format, coding_format = 2, 48000, "S16LE", "mp3"
+
+    class Stamped:
+        class header:
+            class stamp:
+                sec, nanosec = 1, 5
+
+        class audio:
+            data = b"\0" * 8
+
+    with pytest.raises(AudioFormatError) as e:
+        ad.from_audio_common(Stamped, Info)
+    assert e.value.kind == "compressed"
+    with pytest.raises(AudioFormatError) as e:
+        ad.from_audio_common(Stamped, None)
+    assert e.value.kind == "no_info"
+    Info.coding_format = "wave"
+    raw = ad.from_audio_common(Stamped, Info)
+    assert raw.stamp_ns == 1_000_000_005 and raw.encoding == "S16LE"
+    try:
+        import audio_common_msgs  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="audio_common_msgs"):
+            ad.message_class(ad.AUDIO_COMMON_STAMPED)
+
+
+def test_launch_file_compiles():
+    py_compile.compile(str(REPO / "launch" / "dystream.launch.py"), doraise=True)
