@@ -128,3 +128,14 @@ def test_autoencoder_reconstruct():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in mod.parameters()), part
     with pytest.raises(RuntimeError, match="render=False"):
         build_model(tiny_config(), render=False).autoencoder.reconstruct(src, drv)
+
+
+def test_no_dead_parameters():
+    """Every parameter receives gradient from the generator loss or the autoencoder reconstruction."""
+    cfg = tiny_config().replace(train={"drop_speaker": 0.5, "drop_listener": 0.5, "drop_anchor": 0.5})
+    model = build_model(cfg)
+    loss, _ = generator_loss(model, _batch(cfg), torch.Generator().manual_seed(0))
+    out = model.autoencoder.reconstruct(torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1)
+    (loss + out["image"].mean()).backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
