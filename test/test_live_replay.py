@@ -82,3 +82,53 @@ def test_live_replay_matches_offline(repo, tmp_path):
                                err_msg=f"node diagnostics: {diag}")
     if live["skipped_frames"] == 0:
         assert first_gap == expected
+
+
+def test_bag_player_publishes_in_real_time_with_clock(repo, tmp_path):
+    """The player publishes the bag's audio (restamped or with /clock in bag time) at ``rate``."""
+    import time
+
+    import rclpy
+    from dystream_ros.msg import AudioChunk
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
+    from scipy.io import wavfile
+
+    sr = 16000
+    wavfile.write(tmp_path / "s.wav", sr, (np.sin(np.arange(sr) / 5.0) * 8000).astype(np.int16))
+    bag = bagio.make_bag(tmp_path / "s.wav", None, tmp_path / "bag", storage="sqlite3")
+    rclpy.init()
+    node = Node("player_probe")
+    got: list[tuple[float, int]] = []
+    clocks: list[int] = []
+    node.create_subscription(AudioChunk, bagio.DEFAULT_SPEAKER_TOPIC,
+                             lambda m: got.append((time.monotonic(),
+                                                   m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)),
+                             qos_profile_sensor_data)
+    node.create_subscription(Clock, "/clock", lambda m: clocks.append(m.clock.sec * 10**9 + m.clock.nanosec),
+                             10)
+    player = subprocess.Popen([sys.executable, str(repo / "bin" / "dystream_bag_player"), str(bag),
+                               "--ros-args", "-p", "clock:=true", "-p", "rate:=2.0", "-p",
+                               "wait_for_subscribers:=1", "-p", "start_delay_s:=0.3"],
+                              env=_env(repo), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while player.poll() is None and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        for _ in range(20):
+            rclpy.spin_once(node, timeout_sec=0.05)
+        out = player.stdout.read()
+        assert player.returncode == 0, out
+    finally:
+        if player.poll() is None:
+            player.kill()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert len(got) == 50, out  # 1 s in 20 ms chunks, reliable publisher on localhost
+    stamps = [s for _, s in got]
+    assert stamps[0] == bagio.DEFAULT_START_NS  # with /clock the bag stamps are kept
+    assert all(b - a == 20_000_000 for a, b in zip(stamps, stamps[1:], strict=False))
+    assert clocks and bagio.DEFAULT_START_NS <= clocks[-1] <= bagio.DEFAULT_START_NS + 2 * 10**9
+    # rate 2: one second of audio is sent in about half a second (generous bound, busy machine)
+    assert got[-1][0] - got[0][0] < 0.98 * 2

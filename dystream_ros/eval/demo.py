@@ -201,6 +201,9 @@ def run_demo(args) -> int:
     node_cmd = [py, str(node_exe), "--ros-args", "-r", f"__ns:={NODE_NS}"]
     if params_default is not None:
         node_cmd += ["--params-file", str(params_default)]
+    # A deeper (reliable, keep-last) output history so that a recorder stalled for a moment by a busy
+    # CPU still gets every frame: the recording measures the node, not the recorder.
+    node_cmd += ["-p", "output_qos_depth:=50"]
     if args.params_file:
         node_cmd += ["--params-file", str(Path(args.params_file).resolve())]
     if ckpt is not None:

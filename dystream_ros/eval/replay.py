@@ -319,7 +319,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
 
         dur = (events[-1].log_ns - events[0].log_ns) / NS
         bar = tqdm(total=int(round(dur * pipe.fps)) or None, unit="frame", desc="replay", file=sys.stderr,
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, mininterval=0.5)
 
     last_publish = -np.inf
 
