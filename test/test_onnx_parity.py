@@ -98,6 +98,12 @@ def test_export_cache(tmp_path, monkeypatch):
         model.head.in_proj.weight.add_(1.0)
     changed = onnx_export.cached_export(model, names)
     assert changed["head_step"].parent != paths["head_step"].parent  # new weights, new key
+    monkeypatch.setattr(onnx_export, "MAX_CACHED_MODELS", 2)
+    with torch.no_grad():
+        model.head.in_proj.weight.add_(1.0)
+    third = onnx_export.cached_export(model, names)
+    kept = sorted(d.name for d in (tmp_path / "onnx").iterdir())
+    assert kept == sorted([changed["head_step"].parent.name, third["head_step"].parent.name])
 
 
 def test_step_modules_cover_specs():

@@ -272,7 +272,7 @@ class Session:
         }
         return Frame(
             index=n,
-            audio_time_s=n / self._cfg.audio.fps,
+            audio_time_s=n * (a.samples_per_frame / a.sample_rate),  # == 0.04 * n exactly
             latent=latent[0].detach().cpu().numpy().astype(np.float32, copy=True),
             image=image,
             timings=timings,

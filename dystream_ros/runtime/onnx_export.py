@@ -164,8 +164,9 @@ def _model_key(model: DyStreamModel) -> str:
 def cached_export(model: DyStreamModel, names: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Export the steps once per (config, weights) into the cache directory and reuse them after.
 
-    Files are written to a temporary directory and renamed into place, so concurrent processes never see
-    partial files. Falls back to a private temporary directory if the cache is not writable.
+    Files are written to temporary names and renamed into place, so concurrent processes never see partial
+    files; the ``MAX_CACHED_MODELS`` most recently used models are kept. Falls back to a private temporary
+    directory if the cache is not writable.
     """
     if names is None:
         names = tuple(n for n in STEP_NAMES if model.render or n not in RENDER_STEPS)
@@ -173,21 +174,32 @@ def cached_export(model: DyStreamModel, names: tuple[str, ...] | None = None) ->
     key_dir = cache_root() / _model_key(model)
     paths = {n: key_dir / f"{n}.onnx" for n in names}
     missing = tuple(n for n, p in paths.items() if not p.is_file())
-    if not missing:
-        return paths
     try:
         key_dir.mkdir(parents=True, exist_ok=True)
+        os.utime(key_dir)  # most recently used
         for n in missing:
             fd, tmp = tempfile.mkstemp(dir=key_dir, suffix=".onnx.tmp")
             os.close(fd)
             export_step(model, n, tmp)
             os.replace(tmp, paths[n])
+        if missing:
+            _prune(key_dir.parent, keep=key_dir)
         return paths
     except OSError:
         private = Path(tempfile.mkdtemp(prefix="dystream_onnx_"))
         out = export_onnx(model, private, names)
         _PRIVATE_DIRS.append(private)
         return out
+
+
+MAX_CACHED_MODELS = 12
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Keep the ``MAX_CACHED_MODELS`` most recently used exports (others are deleted)."""
+    dirs = sorted((d for d in root.iterdir() if d.is_dir() and d != keep), key=lambda d: d.stat().st_mtime)
+    for d in dirs[: max(len(dirs) - (MAX_CACHED_MODELS - 1), 0)]:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 _PRIVATE_DIRS: list[Path] = []
