@@ -5,10 +5,12 @@ CNN trained only on ground-truth renders of the synthetic face, or MediaPipe Fac
 photographic faces) and compared with the audio that drove the avatar, SyncNet style:
 
 - :func:`audio_envelope` turns 16 kHz audio into one speech-band energy value per video frame;
-- :func:`sync_scores` correlates the mouth signal with a reference (the envelope, or the ground-truth
-  articulation where it is known) at every offset in ``[-max_offset, max_offset]`` frames and reports
-  the best offset, the peak correlation and a confidence (peak minus median over the offsets, the
-  same construction as SyncNet's LSE-C, on a correlation scale: 0 = no sync, ~1 = perfect);
+- :func:`sync_scores` band-passes the mouth signal and a reference (the envelope, or the ground-truth
+  articulation where it is known) to the syllable rate (2-7 Hz), correlates them at every offset in
+  ``[-max_offset, max_offset]`` frames and reports the best offset, the peak correlation and a
+  confidence (peak minus median over the offsets, the same construction as SyncNet's LSE-C, on a
+  correlation scale: about 0 for unrelated signals, up to 2). Not comparable to SyncNet's numbers; compare
+  against ground-truth renders measured the same way (``gt`` in :func:`evaluate`);
 - :func:`listener_behaviour` compares head motion while the other party speaks, while the avatar
   speaks and in silence;
 - :func:`evaluate` combines them; the replay's ``report.json`` ``lipsync`` field is its output;
@@ -44,6 +46,7 @@ __all__ = [
     "SAMPLE_RATE",
     "activity",
     "audio_envelope",
+    "band_pass",
     "evaluate",
     "listener_behaviour",
     "load_audio",
@@ -64,6 +67,9 @@ ENVELOPE_RANGE_DB = 40.0
 SILENCE_DBFS = -60.0
 #: An envelope value above this counts as voice activity (about 16 dB below the loud frames).
 ACTIVITY_THRESHOLD = 0.6
+#: Modulation band (Hz) in which mouth and envelope are compared: the syllable rate. It removes the slow
+#: "talking turn on/off" component, which correlates at every offset and would flatten the confidence.
+SYNC_BAND = (2.0, 7.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,22 +199,46 @@ def _lag_corr(mouth: np.ndarray, reference: np.ndarray, k: int) -> float:
     return _masked_corr(mouth[: n + k], reference[-k:])
 
 
-def sync_scores(mouth: np.ndarray, reference: np.ndarray, max_offset: int = MAX_OFFSET) -> dict[str, Any]:
+def band_pass(x: np.ndarray, fps: float = DEFAULT_FPS,
+              band: tuple[float, float] | None = SYNC_BAND) -> np.ndarray:
+    """Zero-phase band-pass of a per-frame signal (NaN frames are bridged for filtering and stay NaN).
+    ``band=None`` returns the signal unchanged; clips shorter than 8 frames are only mean-centred."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if band is None:
+        return x
+    from scipy.signal import butter, sosfiltfilt
+
+    ok = np.isfinite(x)
+    if ok.sum() < 8:
+        return x - np.nanmean(x) if ok.any() else x
+    idx = np.arange(len(x))
+    filled = np.interp(idx, idx[ok], x[ok])
+    lo, hi = band
+    hi = min(hi, 0.45 * fps)
+    sos = butter(2, [lo, hi], btype="bandpass", fs=fps, output="sos")
+    y = sosfiltfilt(sos, filled - filled.mean(), padlen=min(3 * (2 * len(sos) + 1), len(x) - 1))
+    y[~ok] = np.nan
+    return y
+
+
+def sync_scores(mouth: np.ndarray, reference: np.ndarray, max_offset: int = MAX_OFFSET, *,
+                fps: float = DEFAULT_FPS, band: tuple[float, float] | None = SYNC_BAND) -> dict[str, Any]:
     """Audio-visual offset and SyncNet-style confidence of a mouth signal against a reference.
 
+    Both signals are band-passed to ``band`` Hz (:data:`SYNC_BAND`, the syllable rate; ``None``: raw), then
     ``curve[i]`` is the Pearson correlation of ``mouth[t + k]`` with ``reference[t]`` for
     ``k = offsets[i]`` in ``[-max_offset, max_offset]`` (NaN frames, e.g. no face found, are skipped).
 
     Returns ``offset_frames`` (the best ``k``; **positive = video lags audio**), ``correlation`` (the
-    curve at that offset), ``correlation_at_zero``, ``confidence`` (peak minus median of the curve),
-    ``offsets`` and ``curve`` (lists), and ``max_offset`` actually used (reduced for short clips so that
-    every offset keeps at least half the frames). A constant signal has no correlation: it gives offset 0,
-    confidence 0 and correlation NaN.
+    curve at that offset), ``correlation_at_zero``, ``confidence`` (peak minus median of the curve: about 0
+    for unrelated signals, up to 2), ``offsets`` and ``curve`` (lists), ``band`` and the ``max_offset``
+    actually used (reduced for short clips so that every offset keeps at least half the frames). A
+    constant signal has no correlation: it gives offset 0, confidence 0 and correlation NaN.
     """
     m = np.asarray(mouth, dtype=np.float64).reshape(-1)
     r = np.asarray(reference, dtype=np.float64).reshape(-1)
     n = min(len(m), len(r))
-    m, r = m[:n], r[:n]
+    m, r = band_pass(m[:n], fps, band), band_pass(r[:n], fps, band)
     max_offset = int(max(0, min(int(max_offset), n // 2)))
     offsets = list(range(-max_offset, max_offset + 1))
     curve = np.array([_lag_corr(m, r, k) for k in offsets], dtype=np.float64)
@@ -218,6 +248,7 @@ def sync_scores(mouth: np.ndarray, reference: np.ndarray, max_offset: int = MAX_
             "confidence": 0.0,
             "correlation": float("nan"),
             "correlation_at_zero": float("nan"),
+            "band": list(band) if band else None,
             "max_offset": max_offset,
             "offsets": offsets,
             "curve": [float("nan")] * len(offsets),
@@ -233,6 +264,7 @@ def sync_scores(mouth: np.ndarray, reference: np.ndarray, max_offset: int = MAX_
         "confidence": float(peak - np.nanmedian(curve)),
         "correlation": peak,
         "correlation_at_zero": float(curve[max_offset]),
+        "band": list(band) if band else None,
         "max_offset": max_offset,
         "offsets": offsets,
         "curve": [float(c) for c in curve],
@@ -430,11 +462,12 @@ def evaluate(
     skip reading and use this ``{"mouth": [T], "pitch": [T]}``.
 
     Returns a JSON-ready dict (NaN -> ``None``):
-    ``offset_frames``, ``confidence``, ``correlation`` (mouth vs the speaker's audio envelope; these three
-    are the replay report's ``lipsync`` fields), ``offset_ms``, ``correlation_at_zero``, ``audio`` (the full
-    :func:`sync_scores` result incl. ``curve``), ``gt`` (``None`` or, against the ground truth:
-    ``mouth`` sync scores, ``mouth_correlation``, ``mouth_mae``, ``pitch_correlation``, ``pitch_mae``
-    at offset 0), ``listener`` (:func:`listener_behaviour` of the read pitch), ``mouth_mean``,
+    ``offset_frames``, ``confidence``, ``correlation`` (mouth vs the speaker's audio envelope, both
+    band-passed to :data:`SYNC_BAND`; these three are the replay report's ``lipsync`` fields),
+    ``offset_ms``, ``correlation_at_zero``, ``audio`` (the full :func:`sync_scores` result incl. ``curve``),
+    ``gt`` (``None`` or, against the ground truth ``jaw_open * (1 - lip_close)``: ``mouth`` sync scores and,
+    unfiltered at offset 0, ``mouth_correlation``, ``mouth_mae``, ``jaw_correlation``, ``pitch_correlation``,
+    ``pitch_mae``), ``listener`` (:func:`listener_behaviour` of the read pitch), ``mouth_mean``,
     ``face_found`` (fraction of frames with a reading), ``reader``, ``frames``, ``fps``.
     """
     if readings is None:
@@ -448,9 +481,9 @@ def evaluate(
     n = len(mouth)
     if speaker_audio is not None:
         env = audio_envelope(speaker_audio, fps, n_frames=n, sample_rate=sample_rate)
-        audio = sync_scores(mouth, env, max_offset)
+        audio = sync_scores(mouth, env, max_offset, fps=fps)
     else:
-        audio = sync_scores(mouth, np.zeros(n), max_offset)
+        audio = sync_scores(mouth, np.zeros(n), max_offset, fps=fps)
     out: dict[str, Any] = {
         "offset_frames": audio["offset_frames"],
         "offset_ms": audio["offset_frames"] * 1000.0 / fps,
@@ -464,7 +497,7 @@ def evaluate(
     if gt_params is not None:
         cols = _gt_columns(gt_params)
         gm = _pad_to(gt_mouth(cols), n)
-        gt: dict[str, Any] = {"mouth": sync_scores(mouth, gm, max_offset)}
+        gt: dict[str, Any] = {"mouth": sync_scores(mouth, gm, max_offset, fps=fps)}
         gt["mouth_correlation"] = _masked_corr(mouth, gm)
         gt["mouth_mae"] = _mae(mouth, gm)
         if "head_pitch" in cols:
@@ -512,15 +545,15 @@ def _resample(a: np.ndarray, sr: int, target: int) -> np.ndarray:
     return resample_poly(a, target // g, sr // g).astype(np.float32)
 
 
-def _decode_audio_av(path: Path, sample_rate: int, start_time: float | None = None):
-    """(mono float32 at sample_rate, sample_rate) of the first audio stream; with ``start_time`` the
+def _decode_audio_av(path: Path, sample_rate: int, start_time: float | None = None, stream: int = 0):
+    """(mono float32 at sample_rate, sample_rate) of audio stream ``stream``; with ``start_time`` the
     samples are shifted so that index 0 is that time (zero-padded / cut)."""
     import av
 
     with av.open(str(path)) as c:
-        if not c.streams.audio:
-            raise ValueError(f"{path}: no audio stream")
-        st = c.streams.audio[0]
+        if len(c.streams.audio) <= stream:
+            raise ValueError(f"{path}: no audio stream #{stream}")
+        st = c.streams.audio[stream]
         rs = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks, first = [], None
         for frame in c.decode(st):
@@ -538,9 +571,9 @@ def _decode_audio_av(path: Path, sample_rate: int, start_time: float | None = No
 
 
 def load_frames(video: str | Path | None = None, frames_dir: str | Path | None = None):
-    """``(frames uint8 [T, H, W, 3] RGB, fps, audio or None, t0)`` from an MP4 (PyAV; the audio track, if
-    any, is returned aligned to the first video frame) or from a directory of images (sorted by name;
-    fps unknown -> ``None``)."""
+    """``(frames uint8 [T, H, W, 3] RGB, fps, audio, t0)`` from an MP4 (PyAV; ``audio`` is the list of its
+    audio streams, mono 16 kHz, aligned to the first video frame) or from a directory of images (sorted
+    by name; fps unknown -> ``None``, audio ``[]``)."""
     if (video is None) == (frames_dir is None):
         raise ValueError("give exactly one of video / frames_dir")
     if frames_dir is not None:
@@ -556,7 +589,7 @@ def load_frames(video: str | Path | None = None, frames_dir: str | Path | None =
             if im is None:
                 raise ValueError(f"{p}: unreadable image")
             imgs.append(cv2.cvtColor(im, cv2.COLOR_BGR2RGB))
-        return np.stack(imgs), None, None, 0.0
+        return np.stack(imgs), None, [], 0.0
     import av
 
     imgs, t0, fps = [], None, None
@@ -570,12 +603,11 @@ def load_frames(video: str | Path | None = None, frames_dir: str | Path | None =
             if t0 is None and frame.time is not None:
                 t0 = float(frame.time)
             imgs.append(frame.to_ndarray(format="rgb24"))
-        has_audio = bool(c.streams.audio)
+        n_audio = len(c.streams.audio)
     if not imgs:
         raise ValueError(f"{video}: no video frames")
-    audio = None
-    if has_audio:
-        audio, _ = _decode_audio_av(Path(video), SAMPLE_RATE, start_time=t0 or 0.0)
+    audio = [_decode_audio_av(Path(video), SAMPLE_RATE, start_time=t0 or 0.0, stream=i)[0]
+             for i in range(n_audio)]
     return np.stack(imgs), fps, audio, float(t0 or 0.0)
 
 
@@ -614,8 +646,9 @@ def register(subparsers) -> None:
     src.add_argument("--video", type=Path, help="MP4 (or any PyAV-readable video)")
     src.add_argument("--frames-dir", type=Path, help="directory of frame images, sorted by name")
     p.add_argument("--speaker", type=Path,
-                   help="the avatar's own voice (WAV); default: the video's audio track")
-    p.add_argument("--listener", type=Path, help="the other party's voice (WAV)")
+                   help="the avatar's own voice (WAV); default: the video's first audio stream")
+    p.add_argument("--listener", type=Path,
+                   help="the other party's voice (WAV); default: the video's second audio stream, if any")
     p.add_argument("--gt", type=Path, help="ground-truth articulation params.npy (T x P)")
     p.add_argument("--reader", choices=("synthetic", "mediapipe"), default="synthetic")
     p.add_argument("--fps", type=float, default=None, help="frame rate (default: the video's, else 25)")
@@ -635,12 +668,15 @@ def _cmd_lipsync(args) -> int:
     fps = float(args.fps or vfps or DEFAULT_FPS)
     if args.speaker is not None:
         speaker = load_audio(args.speaker)
-    elif vaudio is not None:
-        speaker = vaudio
+    elif vaudio:
+        speaker = vaudio[0]
     else:
         print("error: --speaker is required (the input has no audio track)", file=sys.stderr)
         return 2
-    listener = load_audio(args.listener) if args.listener else None
+    if args.listener is not None:
+        listener = load_audio(args.listener)
+    else:
+        listener = vaudio[1] if len(vaudio) > 1 else None
     gt = np.load(args.gt) if args.gt else None
     reader = MouthReader.load(args.reader)
     res = evaluate(frames, speaker, listener, gt, reader=reader, fps=fps, max_offset=args.max_offset)
