@@ -6,7 +6,7 @@ import argparse
 import json
 
 import pytest
-from test_model_helpers import one_thread  # noqa: F401 (fixture)
+from test_model_helpers import one_thread, tiny_config  # noqa: F401 (fixture)
 
 from dystream_ros import cli
 from dystream_ros.runtime import bench
@@ -53,6 +53,7 @@ def test_bench_json(capsys):
         assert 0 < st["median_ms"] <= st["p95_ms"]
     assert r["stages"]["total"]["median_ms"] >= r["stages"]["render"]["median_ms"]
     assert "flat" not in r  # too few frames for the frame-100 comparison
+    assert 0 < r["cpu_ms"]["median_ms"] <= r["cpu_ms"]["p95_ms"]
 
 
 def test_bench_text_no_render(capsys):
@@ -77,9 +78,12 @@ def test_bench_text_no_render(capsys):
 
 
 def test_bench_flat_section():
-    r = run_bench(frames=125, warmup=5, render=False, backend="torch", progress=False)
-    assert r["flat"]["around_frame"] == 100 and r["flat"]["last_frame"] == 129
-    assert r["flat"]["median_ms_around"] > 0 and r["flat"]["median_ms_last"] > 0
+    r = run_bench(profile=tiny_config(), frames=250, warmup=5, render=False, backend="torch", progress=False)
+    assert r["flat"]["around_frame"] == 100 and r["flat"]["last_frame"] == 254
+    assert all(
+        r["flat"][k] > 0 for k in ("median_ms_around", "median_ms_last", "cpu_ms_around", "cpu_ms_last")
+    )
+    assert r["profile"] == "tiny"
 
 
 def test_bench_errors(capsys):

@@ -205,7 +205,9 @@ class HybridBackend(Backend):
     def __init__(self, model: DyStreamModel, device: str | torch.device = "cpu") -> None:
         self.render = model.render
         self._torch = TorchBackend(model, device)
-        self._ort = OnnxRuntimeBackend(model, device, steps=self.ORT_STEPS, spinning=False)
+        # One non-spinning onnxruntime thread: these matrix-vector products gain little from a second thread
+        # and must not compete with torch's render threads (or the ROS executor) for the cores.
+        self._ort = OnnxRuntimeBackend(model, device, threads=1, steps=self.ORT_STEPS, spinning=False)
         self.encode_reference = self._torch.encode_reference
         self.decode = self._torch.decode
         self.encode_audio = self._ort.encode_audio
