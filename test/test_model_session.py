@@ -275,3 +275,21 @@ def test_random_weights_are_seeded():
     torch.manual_seed(123)  # global RNG state must not matter
     c = load_pipeline("random", profile=tiny_config(), backend="torch").model.state_dict()
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
+def test_anchor_defaults_to_m0_and_is_settable(pipe):
+    spk, lis = _audio(0.6)
+    base = _run(pipe, spk, lis, n=4)
+    sess = pipe.start_session(face(1), seed=0)
+    assert np.array_equal(sess.anchor, sess.reference_motion)
+    sess.anchor = sess.reference_motion  # explicitly m0: same frames
+    sess.push_audio(speaker=spk, listener=lis)
+    assert all(np.array_equal(sess.step().latent, f.latent) for f in base)
+    s2 = pipe.start_session(face(1), seed=0)
+    s2.anchor = np.full(8, 2.0, np.float32)
+    s2.push_audio(speaker=spk, listener=lis)
+    assert not np.allclose(s2.step().latent, base[0].latent)
+    with pytest.raises(ValueError, match="anchor"):
+        s2.anchor = np.zeros(3, np.float32)
+    s2.set_reference(face(2))  # a new reference brings its own m0 as the anchor
+    assert np.array_equal(s2.anchor, s2.reference_motion)

@@ -184,7 +184,7 @@ class Session:
         self._prev = self._m0
 
     def set_reference(self, image: np.ndarray) -> None:
-        """New appearance and reference motion m0 (also the anchor).
+        """New appearance and reference motion m0 (also the anchor; a custom anchor is cleared).
 
         The stream goes on (index, audio, history); before the first frame of a stream the history also
         starts from the new m0, so it equals a session started with this image.
@@ -192,6 +192,7 @@ class Session:
         ref = _image_tensor(image, self._cfg.autoencoder.image_size, self._backend.device)
         self._appearance, self._m0 = self._backend.encode_reference(ref)
         self._reference = ref
+        self._anchor = None
         if self._generated == 0:
             self._prev = self._m0
 
@@ -199,6 +200,23 @@ class Session:
     def reference_motion(self) -> np.ndarray:
         """m0, the motion latent of the current reference image, (D,) float32."""
         return self._m0[0].detach().cpu().numpy().copy()
+
+    @property
+    def anchor(self) -> np.ndarray:
+        """The anchor latent conditioning every frame, (D,) float32: m0 unless set."""
+        a = self._m0 if self._anchor is None else self._anchor
+        return a[0].detach().cpu().numpy().copy()
+
+    @anchor.setter
+    def anchor(self, latent: np.ndarray | None) -> None:
+        """A custom anchor latent (D,), or None for the reference motion m0 (also after set_reference)."""
+        if latent is None:
+            self._anchor = None
+            return
+        a = np.asarray(latent, dtype=np.float32)
+        if a.shape != (self._cfg.latent_dim,) or not np.all(np.isfinite(a)):
+            raise ValueError(f"anchor must be a finite ({self._cfg.latent_dim},) latent, got shape {a.shape}")
+        self._anchor = torch.from_numpy(a.copy())[None].to(self._backend.device)
 
     def push_audio(self, speaker: np.ndarray | None = None, listener: np.ndarray | None = None) -> None:
         """Append 16 kHz mono float samples to either channel (any lengths, including 0 / None)."""
@@ -241,7 +259,7 @@ class Session:
         cond, self._k, self._v = be.generator_step(
             self._prev,
             feats,
-            self._m0,
+            self._m0 if self._anchor is None else self._anchor,
             drop.to(dev),
             self._k,
             self._v,
