@@ -11,7 +11,7 @@ import torch
 from test_model_helpers import face, one_thread, speechlike, tiny_config  # noqa: F401 (fixture)
 
 from dystream_ros.config import load_profile
-from dystream_ros.model import build_model, load_pipeline
+from dystream_ros.model import build_model, load_pipeline, save_checkpoint
 from dystream_ros.runtime import onnx_export, steps
 from dystream_ros.runtime.onnx_export import SPECS, STEP_NAMES, example_inputs, export_step
 
@@ -119,3 +119,10 @@ def test_step_modules_cover_specs():
     }
     assert all(issubclass(SPECS[n][0], torch.nn.Module) for n in STEP_NAMES)
     assert steps.GeneratorStep in {s[0] for s in SPECS.values()}
+
+
+def test_export_main(tmp_path, capsys):
+    ckpt = save_checkpoint(build_model(tiny_config()), tmp_path / "tiny.safetensors")
+    assert onnx_export.main(["--out", str(tmp_path / "onnx"), "--checkpoint", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{n}: " in out and (tmp_path / "onnx" / f"{n}.onnx").is_file() for n in STEP_NAMES)

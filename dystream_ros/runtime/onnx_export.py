@@ -11,12 +11,14 @@ import hashlib
 import io
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from dystream_ros.model.dystream import DyStreamModel
 from dystream_ros.runtime import steps
@@ -139,7 +141,7 @@ def export_onnx(
     if names is None:
         names = tuple(n for n in STEP_NAMES if model.render or n not in RENDER_STEPS)
     paths = {}
-    for n in names:
+    for n in tqdm(names, desc="onnx export", unit="graph", leave=False, file=sys.stderr):
         paths[n] = out / f"{n}.onnx"
         export_step(model, n, paths[n])
     return paths
@@ -177,7 +179,7 @@ def cached_export(model: DyStreamModel, names: tuple[str, ...] | None = None) ->
     try:
         key_dir.mkdir(parents=True, exist_ok=True)
         os.utime(key_dir)  # most recently used
-        for n in missing:
+        for n in tqdm(missing, desc="onnx export", unit="graph", leave=False, file=sys.stderr):
             fd, tmp = tempfile.mkstemp(dir=key_dir, suffix=".onnx.tmp")
             os.close(fd)
             export_step(model, n, tmp)
@@ -211,3 +213,31 @@ def _cleanup_private() -> None:
 
 
 atexit.register(_cleanup_private)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dystream_ros.runtime.onnx_export --out DIR [--checkpoint PATH | --profile lite]``."""
+    import argparse
+
+    from dystream_ros.config import load_profile
+    from dystream_ros.model.checkpoint import load_checkpoint
+    from dystream_ros.model.dystream import build_model
+
+    ap = argparse.ArgumentParser(description="export the per-frame step graphs to ONNX")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--checkpoint", default=None, help="checkpoint path (default: random weights)")
+    ap.add_argument("--profile", default="lite", help="profile for random weights")
+    ap.add_argument("--no-render", action="store_true", help="leave out the reference encoder and decoder")
+    args = ap.parse_args(argv)
+    render = not args.no_render
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint, render=render)
+    else:
+        model = build_model(load_profile(args.profile), render=render)
+    for name, path in export_onnx(model.eval(), args.out).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
