@@ -115,3 +115,13 @@ def test_bad_config_in_metadata(ckpt):
     _rewrite(path, load_file(str(path)), meta={"format": "dystream_ros/1", "config": json.dumps(d)})
     with pytest.raises(CheckpointError, match="GeneratorConfig.heads"):
         load_checkpoint(path)
+
+
+def test_latents_only_checkpoint(tmp_path):
+    model = build_model(tiny_config(), render=False)
+    path = save_checkpoint(model, tmp_path / "lat.safetensors")
+    loaded = load_checkpoint(path, render=False)
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(CheckpointError, match="latents-only.*render=False"):
+        load_checkpoint(path)

@@ -41,9 +41,7 @@ def save_checkpoint(model: DyStreamModel, path: str | Path, extra: dict[str, str
     return path
 
 
-def read_config(path: str | Path) -> ModelConfig:
-    """The config stored in a checkpoint."""
-    path = Path(path)
+def _metadata(path: Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT or "config" not in meta:
@@ -51,17 +49,23 @@ def read_config(path: str | Path) -> ModelConfig:
             f"{path}: not a dystream_ros checkpoint (metadata format={meta.get('format')!r}, "
             f"expected {FORMAT!r} with a 'config' entry)"
         )
+    return meta
+
+
+def read_config(path: str | Path) -> ModelConfig:
+    """The config stored in a checkpoint."""
+    path = Path(path)
     try:
-        return ModelConfig.from_json(meta["config"])
+        return ModelConfig.from_json(_metadata(path)["config"])
     except ConfigError as e:
         raise CheckpointError(f"{path}: invalid config in metadata: {e}") from None
 
 
-def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor of the full (render=True) architecture, without allocating it."""
+def _expected_shapes(cfg: ModelConfig, render: bool) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of the architecture, without allocating it."""
     with torch.device("meta"):
-        full = DyStreamModel(cfg, render=True)
-    return {k: tuple(v.shape) for k, v in full.state_dict().items()}
+        model = DyStreamModel(cfg, render=render)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def load_checkpoint(
@@ -69,13 +73,20 @@ def load_checkpoint(
 ) -> DyStreamModel:
     """Rebuild the model from the checkpoint's config and load its weights, strictly.
 
-    With ``render=False`` the appearance encoder and decoder tensors are checked but not loaded.
+    Every tensor of the architecture the file was saved from (full, or latents-only when saved with
+    ``render=False``) must be present with its exact shape and nothing else may be. Loading with
+    ``render=False`` leaves the appearance encoder and decoder out (their tensors are still checked).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     cfg = read_config(path)
-    expected = _expected_shapes(cfg)
+    saved_render = json.loads(_metadata(path).get("render", "true"))
+    if render and not saved_render:
+        raise CheckpointError(
+            f"{path}: saved latents-only (no appearance encoder/decoder); load with render=False"
+        )
+    expected = _expected_shapes(cfg, saved_render)
     with safe_open(str(path), framework="pt") as f:
         names = set(f.keys())
         missing = sorted(set(expected) - names)
