@@ -19,6 +19,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "dystream_ros.eval.demo",
     "dystream_ros.eval.lipsync",
     "dystream_ros.runtime.bench",
+    "dystream_ros.train.cli",
+    "dystream_ros.render",
 )
 
 

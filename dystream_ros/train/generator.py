@@ -1,0 +1,361 @@
+"""``dystream train generator``: audio encoder + autoregressive generator + flow-matching head.
+
+Trained on windows of ``--frames`` consecutive frames of the cached latent set (``dystream train
+extract``): both channels' log-mels and the avatar's motion latents. The recipe is the published one
+(see ``dystream_ros.model.training``): the generator runs over the whole window under the same banded
+sliding-window mask the KV ring gives at inference; the history it conditions on is corrupted (noisy
+history, against exposure bias); the anchor is a latent drawn from the last ``anchor_last`` (10) frames
+of the window (the reference latent m0 at inference); speaker audio, listener audio and anchor are each
+replaced by learned null embeddings per frame (CFG dropout) so guidance can null them at inference;
+the flow head learns the velocity of a rectified flow from N(0, I) to the latent. Windows that start at
+frame 0 condition their first token on the reference latent, as a session does.
+
+An EMA of the weights is kept (decay ``--ema``), validated on held-out conversations and exported:
+``OUT/model.safetensors`` is the full pipeline (the autoencoder from ``--autoencoder`` + the EMA
+audio encoder, generator and head) in the format ``load_pipeline`` loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from dystream_ros.model.audio import AudioEncoder
+from dystream_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from dystream_ros.model.dystream import DyStreamModel
+from dystream_ros.model.training import cfg_dropout, corrupt_history, flow_interpolant, sample_anchor
+from dystream_ros.train.common import (
+    EMA,
+    JsonLog,
+    all_mean,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    load_state,
+    lr_at,
+    save_state,
+)
+from dystream_ros.train.latents import LatentSet, motion_fingerprint
+
+__all__ = ["GenLoss", "encode_mels", "export_model", "sample_windows", "train_generator"]
+
+
+def encode_mels(enc: AudioEncoder, mels: torch.Tensor) -> torch.Tensor:
+    """The audio encoder after its log-mel front end: mels (B, 2, n_mels, M) -> features (B, T, 2, F).
+
+    ``M = window_mels + hops_per_frame * (T - 1)``. Equals ``enc.encode_sequence`` on the waveform
+    those mels were computed from (tested), without recomputing the STFT every step.
+    """
+    cfg = enc.cfg
+    b, ch, nm, m = mels.shape
+    x = enc.in_proj(mels.reshape(b * ch, nm, m))
+    c = x.shape[1]
+    x = (x.view(b, ch, c, m) + enc.channel_embed[:, :, None]).view(b * ch, c, m)
+    for blk in enc.blocks:
+        x = blk(x)
+    h = enc.look_norm(x.transpose(1, 2)).reshape(b, ch, -1, c)
+    h = h.unfold(2, cfg.lookahead_frames, cfg.hops_per_frame)  # (B, 2, T, C, K)
+    return enc._lookahead(h.transpose(-1, -2)).transpose(1, 2)
+
+
+def sample_windows(
+    data: LatentSet, rng: np.random.Generator, batch: int, frames: int, start_fraction: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch`` random windows: mels (B, 2, n_mels, M) and motion (B, T + 1, D).
+
+    ``motion[:, 0]`` is the latent before the window (the reference latent when the window starts at
+    frame 0, as in a session); a ``start_fraction`` of the windows start at frame 0.
+    """
+    a = data.index["audio"]
+    hops = a["sample_rate"] * a["hop_ms"] // 1000
+    hpf = a["sample_rate"] // a["fps"] // hops
+    mel_len = _window_mels(a) + hpf * (frames - 1)
+    mels, motion = [], []
+    for _ in range(batch):
+        c = int(rng.integers(len(data)))
+        lat = data.latents[c]
+        n = len(lat)
+        if n < frames:
+            raise ValueError(f"{data.names[c]}: {n} frames < window of {frames}")
+        f0 = 0 if rng.random() < start_fraction else int(rng.integers(0, n - frames + 1))
+        prev = data.refs[c] if f0 == 0 else lat[f0 - 1]
+        motion.append(np.concatenate([prev[None], lat[f0 : f0 + frames]]))
+        mels.append(data.mels[c][:, :, hpf * f0 : hpf * f0 + mel_len])
+    return np.stack(mels), np.stack(motion)
+
+
+def _window_mels(a: dict) -> int:
+    from dystream_ros.config import AudioConfig
+
+    return AudioConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}).window_mels
+
+
+class GenLoss(nn.Module):
+    """Flow-matching loss of (audio encoder, generator, head); the module DDP wraps.
+
+    Same recipe as :func:`dystream_ros.model.training.generator_loss`, on cached log-mels.
+    """
+
+    def __init__(self, model: DyStreamModel) -> None:
+        super().__init__()
+        self.cfg = model.cfg
+        self.audio = model.audio
+        self.generator = model.generator
+        self.head = model.head
+
+    def forward(
+        self, mels: torch.Tensor, motion: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        b, t1, d = motion.shape
+        t = t1 - 1
+        feats = encode_mels(self.audio, mels)
+        if feats.shape[1] != t:
+            raise ValueError(f"mels give {feats.shape[1]} frames, motion {t}")
+        targets = motion[:, 1:]
+        history = corrupt_history(
+            motion[:, :-1], cfg.train.history_noise_p, cfg.train.history_noise_max, generator
+        )
+        anchor = sample_anchor(targets, cfg.train.anchor_last, generator)[:, None].expand(b, t, d)
+        drop = cfg_dropout(b, t, cfg.train, generator, motion.device)
+        tokens = self.generator.embed(history, feats, anchor, drop)
+        cond = self.generator(tokens)
+        x_t, tt, v = flow_interpolant(targets.reshape(b * t, d), generator)
+        pred = self.head(x_t, tt, cond.reshape(b * t, -1))
+        loss = F.mse_loss(pred, v)
+        return loss, {"loss": loss.detach()}
+
+
+def _trainable(model: DyStreamModel) -> nn.ModuleDict:
+    return nn.ModuleDict({"audio": model.audio, "generator": model.generator, "head": model.head})
+
+
+def export_model(
+    trainable_state: dict[str, torch.Tensor],
+    autoencoder: str | Path,
+    path: str | Path,
+    fingerprint: str | None,
+    extra: dict | None = None,
+    sampler: dict | None = None,
+) -> Path:
+    """Full pipeline checkpoint: the autoencoder file's weights + ``trainable_state`` (EMA weights)."""
+    model = load_checkpoint(autoencoder, render=True)
+    if fingerprint is not None and motion_fingerprint(model) != fingerprint:
+        raise ValueError(
+            f"{autoencoder}: its motion encoder is not the one the latents were extracted with "
+            f"(fingerprint {motion_fingerprint(model)} != {fingerprint})"
+        )
+    _trainable(model).load_state_dict(trainable_state, strict=True)
+    if sampler:
+        model.cfg = model.cfg.replace(sampler=sampler)
+    meta = {"stage": "full"}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return save_checkpoint(model, path, extra=meta)
+
+
+@torch.no_grad()
+def validation_loss(loss_mod: GenLoss, windows: tuple[np.ndarray, np.ndarray], seed: int = 0) -> float:
+    """Mean loss on fixed held-out windows with fixed noise/dropout draws."""
+    loss_mod.eval()
+    g = torch.Generator().manual_seed(seed)
+    mels, motion = windows
+    dev = next(loss_mod.parameters()).device
+    tot = 0.0
+    for i in range(0, len(mels), 8):
+        loss, _ = loss_mod(
+            torch.from_numpy(mels[i : i + 8]).to(dev), torch.from_numpy(motion[i : i + 8]).to(dev), g
+        )
+        tot += float(loss) * len(mels[i : i + 8])
+    return tot / len(mels)
+
+
+def train_generator(args) -> int:
+    info = init_distributed(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    state_path = out_dir / "state.safetensors"
+    log = JsonLog(out_dir / "log.jsonl", enabled=info.main)
+    try:
+        data = LatentSet(args.latents, args.max_conversations)
+        ae_path = Path(args.autoencoder) if args.autoencoder else data.root / data.index["autoencoder"]
+        model = load_checkpoint(ae_path, render=False).train()
+        if motion_fingerprint(model) != data.fingerprint:
+            raise ValueError(f"{ae_path} does not match the latent set {args.latents} (motion fingerprint)")
+        if not args.resume or not state_path.is_file():
+            # Fresh generator weights from the run seed (the autoencoder file may carry any).
+            from dystream_ros.model.dystream import build_model
+
+            fresh = build_model(model.cfg, render=False, seed=args.seed)
+            for name in ("audio", "generator", "head"):
+                getattr(model, name).load_state_dict(getattr(fresh, name).state_dict())
+        for p in model.autoencoder.parameters():
+            p.requires_grad_(False)
+        trainable = _trainable(model)
+        loss_mod = GenLoss(model).to(info.device)
+        ema = EMA(trainable, args.ema)
+        opt = torch.optim.AdamW(trainable.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+        step = 0
+        if args.resume and state_path.is_file():
+            step, _ = load_state(state_path, module=trainable, ema=ema, optimizer=opt)
+            if info.main:
+                print(f"resumed from {state_path} at step {step}")
+        val = None
+        if args.val_latents and info.main:
+            vset = LatentSet(args.val_latents)
+            if vset.fingerprint != data.fingerprint:
+                raise ValueError("validation latents come from a different motion encoder")
+            val = sample_windows(vset, np.random.default_rng(1234), args.val_windows, args.frames, 0.25)
+        ddp = loss_mod
+        if info.distributed:
+            ddp = nn.parallel.DistributedDataParallel(
+                loss_mod, device_ids=[info.device.index] if info.device.type == "cuda" else None
+            )
+        run_meta = {
+            "kind": "generator",
+            "args": {k: str(v) for k, v in vars(args).items() if k != "func"},
+            "world": info.world,
+            "config": model.cfg.to_dict(),
+        }
+        sampler = None
+        if args.guidance is not None:
+            gs, gl, ga = args.guidance
+            sampler = {"guidance_speaker": gs, "guidance_listener": gl, "guidance_anchor": ga}
+
+        def export(step_: int) -> None:
+            export_model(
+                ema.state_dict(),
+                ae_path,
+                out_dir / "model.safetensors",
+                data.fingerprint,
+                extra={"step": step_, "seed": args.seed},
+                sampler=sampler,
+            )
+
+        if args.export_only:
+            if info.main:
+                export(step)
+                print(f"exported step {step} -> {out_dir / 'model.safetensors'}")
+            return 0
+        if info.main:
+            log.write(
+                event="start",
+                step=step,
+                world=info.world,
+                conversations=len(data),
+                params=sum(p.numel() for p in trainable.parameters()),
+            )
+        bar = tqdm(
+            total=args.steps,
+            initial=step,
+            desc="generator",
+            unit="step",
+            disable=not info.main,
+            dynamic_ncols=True,
+        )
+        t_start = time.time()
+        acc: dict[str, float] = {}
+        while step < args.steps:
+            rng = np.random.default_rng([args.seed, info.rank, step])
+            mels, motion = sample_windows(data, rng, args.batch, args.frames, args.start_fraction)
+            g = torch.Generator(device=info.device).manual_seed(int(rng.integers(2**62)))
+            for grp in opt.param_groups:
+                grp["lr"] = lr_at(step, args.lr, args.warmup, args.steps)
+            ddp.train()
+            loss, parts = ddp(
+                torch.from_numpy(mels).to(info.device), torch.from_numpy(motion).to(info.device), g
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(trainable.parameters(), args.clip)
+            opt.step()
+            ema.update(trainable)
+            step += 1
+            for k, v in parts.items():
+                acc[k] = acc.get(k, 0.0) + float(v)
+            acc["n"] = acc.get("n", 0.0) + 1
+            bar.update(1)
+            if step % args.log_every == 0 or step == args.steps:
+                n = acc.pop("n")
+                avg = all_mean({k: v / n for k, v in acc.items()}, info)
+                acc = {}
+                if info.main:
+                    bar.set_postfix(loss=f"{avg['loss']:.4f}")
+                    log.write(
+                        event="train",
+                        step=step,
+                        lr=opt.param_groups[0]["lr"],
+                        grad_norm=float(gnorm),
+                        elapsed_s=round(time.time() - t_start, 1),
+                        **avg,
+                    )
+            last = step == args.steps
+            if info.main and val is not None and (step % args.val_every == 0 or last):
+                ev = copy.deepcopy(loss_mod)
+                ema.copy_to(_trainable_of(ev))
+                vl = validation_loss(ev, val)
+                log.write(event="val", step=step, val_loss=vl, elapsed_s=round(time.time() - t_start, 1))
+                bar.write(f"step {step}: held-out loss (EMA) {vl:.4f}")
+            if info.main and (step % args.save_every == 0 or last):
+                save_state(state_path, module=trainable, ema=ema, optimizer=opt, step=step, meta=run_meta)
+                export(step)
+            barrier(info)
+        bar.close()
+        if info.main:
+            log.write(event="done", step=step, elapsed_s=round(time.time() - t_start, 1))
+            print(f"generator: {step} steps; pipeline checkpoint {out_dir / 'model.safetensors'}")
+        return 0
+    finally:
+        cleanup_distributed()
+
+
+def _trainable_of(loss_mod: GenLoss) -> nn.ModuleDict:
+    return nn.ModuleDict({"audio": loss_mod.audio, "generator": loss_mod.generator, "head": loss_mod.head})
+
+
+def add_arguments(p) -> None:
+    p.add_argument(
+        "--latents", required=True, help="latent set of the training conversations (train extract)"
+    )
+    p.add_argument("--val-latents", default=None, help="latent set of held-out conversations")
+    p.add_argument(
+        "--autoencoder",
+        default=None,
+        help="autoencoder checkpoint to build the pipeline from (default: the latent set's)",
+    )
+    p.add_argument("--out", required=True, help="run directory (state, log, model.safetensors)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=16, help="windows per step per process")
+    p.add_argument("--frames", type=int, default=100, help="frames per training window")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--start-fraction", type=float, default=0.1, help="share of windows starting at frame 0")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("SPEAKER", "LISTENER", "ANCHOR"),
+        help="guidance weights written into the exported config (default: the profile's)",
+    )
+    p.add_argument("--max-conversations", type=int, default=None)
+    p.add_argument("--val-windows", type=int, default=32)
+    p.add_argument("--val-every", type=int, default=200)
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors")
+    p.add_argument(
+        "--export-only", action="store_true", help="with --resume: only re-export model.safetensors"
+    )
