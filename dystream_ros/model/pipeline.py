@@ -366,7 +366,7 @@ def load_pipeline(
         if not path.is_file():
             raise FileNotFoundError(
                 f"embedded default checkpoint missing: {path}. Pass checkpoint='random' for randomly "
-                f"initialised weights, or train one (it is written to that path)."
+                f"initialised weights, or train one and save it there."
             )
     else:
         path = Path(checkpoint)
