@@ -180,7 +180,7 @@ class DystreamNode(LifecycleNode):
         self._clock_jump: str | None = None
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=Duration(seconds=float(self._rt["max_clock_jump_s"])),
-                          min_backward=None, on_clock_change=True),
+                          min_backward=None, on_clock_change=False),
             post_callback=self._on_clock_jump)
 
     # ==========================================================================================
@@ -337,7 +337,8 @@ class DystreamNode(LifecycleNode):
         self._pending_session = True
         self._apply_session_settings()
         self._out_size = int(rt["image_size"]) or int(pipe.image_size)
-        self._idle_image = fit_square(ref, self._out_size)
+        # the idle face (before any audio) is the reference itself; none when not rendering
+        self._idle_image = fit_square(ref, self._out_size) if rt["render"] else None
 
         # lookahead / scheduler
         model_l = int(pipe.lookahead_samples)
@@ -400,6 +401,8 @@ class DystreamNode(LifecycleNode):
             self._session_pushed = 0
             self._last_idle_ns = None
             self._audio_info.clear()
+            with self._lock:
+                self._clock_jump = None  # e.g. the switch to sim time at start-up: nothing to reset
             if rt["input_qos"] == "sensor_data":
                 in_qos = _qos(False, int(rt["input_qos_depth"]))
             else:
@@ -481,12 +484,12 @@ class DystreamNode(LifecycleNode):
             pass
 
     def _on_clock_jump(self, jump) -> None:
-        if jump.clock_change:
-            reason = "clock type changed (use_sim_time toggled)"
-        else:
-            reason = f"clock jumped forward by {jump.delta.nanoseconds / 1e9:.3f} s"
+        # Clock-type changes (sim time switching on, which rclpy reports lazily) are not jumps of the
+        # stream's timeline; a real change shows up as a backward jump or as lateness.
+        if jump.clock_change or jump.delta.nanoseconds <= 0:
+            return
         with self._lock:
-            self._clock_jump = reason
+            self._clock_jump = f"clock jumped forward by {jump.delta.nanoseconds / 1e9:.3f} s"
 
     # ==========================================================================================
     # audio input
@@ -554,6 +557,14 @@ class DystreamNode(LifecycleNode):
     # ==========================================================================================
     # the frame timer
     def _on_tick(self) -> None:
+        try:
+            self._tick()
+        except Exception:
+            if not self.context.ok():  # shutting down (SIGINT/SIGTERM) while a tick was publishing
+                return
+            raise
+
+    def _tick(self) -> None:
         with self._session_lock:
             if not self._active or self._session is None:
                 return
@@ -727,7 +738,8 @@ class DystreamNode(LifecycleNode):
             except ValueError as e:
                 response.success, response.message = False, f"model refused the image: {e}"
                 return response
-            self._idle_image = fit_square(img, self._out_size)
+            if self._rt["render"]:
+                self._idle_image = fit_square(img, self._out_size)
         self.get_logger().info(f"reference face set from {source}")
         response.success, response.message = True, f"reference set from {source}"
         return response

@@ -68,7 +68,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("backend", "torch", "execution backend", read_only=True,
          choices=("torch", "onnxruntime", "tensorrt")),
     Spec("render", True, "render face images (false: motion latents only)", read_only=True),
-    Spec("num_threads", 0, "torch intra-op threads (0 = torch's default)", read_only=True, lo=0, hi=256),
+    Spec("num_threads", 1, "torch intra-op threads (0 = torch's default). 1 suits the lite model on small "
+         "CPUs: the executor, DDS and image threads need the other cores, and intra-op sync on a small "
+         "model costs more than it gains, badly so when other processes compete", read_only=True,
+         lo=0, hi=256),
     Spec("seed", 0, "session seed: per-frame noise is seeded by (seed, frame index), so replays repeat",
          read_only=True, lo=0, hi=2**31 - 1),
     Spec("lookahead_ms", -1, "audio after a frame's end to wait for before producing it; -1 = the model's "
