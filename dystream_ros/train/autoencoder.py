@@ -39,6 +39,7 @@ from dystream_ros.train.common import (
     init_distributed,
     load_state,
     lr_at,
+    ranks_in_sync,
     save_state,
 )
 from dystream_ros.train.data import FrameBank, normalise_params, to_tensor
@@ -108,12 +109,18 @@ def validate(ae: nn.Module, src: np.ndarray, drv: np.ndarray, batch: int = 16) -
 class AELoss(nn.Module):
     """Autoencoder (+ optional articulation probe) -> scalar loss; the module DDP wraps."""
 
-    def __init__(self, autoencoder: nn.Module, latent_dim: int, aux_weight: float, motion_weight: float):
+    def __init__(
+        self, autoencoder: nn.Module, latent_dim: int, aux_weight: float, motion_weight: float, seed: int = 0
+    ):
         super().__init__()
         self.ae = autoencoder
         self.aux_weight = float(aux_weight)
         self.motion_weight = float(motion_weight)
-        self.probe = nn.Linear(latent_dim, NUM_PARAMS) if aux_weight > 0 else None
+        self.probe = None
+        if aux_weight > 0:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # deterministic init, whatever the global RNG state
+                self.probe = nn.Linear(latent_dim, NUM_PARAMS)
 
     def forward(
         self, src: torch.Tensor, drv: torch.Tensor, params: torch.Tensor | None
@@ -170,7 +177,9 @@ def train_autoencoder(args) -> int:
         size = cfg.autoencoder.image_size
         bank = FrameBank(args.data, size=size, max_conversations=args.max_conversations, keep_audio=False)
         aux = args.aux_weight if bank.has_params else 0.0
-        loss_mod = AELoss(model.autoencoder, cfg.latent_dim, aux, args.motion_weight).to(info.device)
+        loss_mod = AELoss(model.autoencoder, cfg.latent_dim, aux, args.motion_weight, args.seed).to(
+            info.device
+        )
         if args.freeze_motion:
             # Keep the motion encoder (and so the latent space) fixed, e.g. while a generator trains on
             # latents it produced; only appearance encoder and decoder learn.
@@ -278,9 +287,18 @@ def train_autoencoder(args) -> int:
                 export_autoencoder(model, ema, out_dir / "autoencoder.safetensors", step)
             barrier(info)
         bar.close()
+        in_sync = ranks_in_sync(loss_mod, info)
         if info.main:
-            log.write(event="done", step=step, elapsed_s=round(time.time() - t_start, 1))
+            log.write(
+                event="done",
+                step=step,
+                elapsed_s=round(time.time() - t_start, 1),
+                world=info.world,
+                ranks_in_sync=in_sync,
+            )
             print(f"autoencoder: {step} steps; checkpoint {out_dir / 'autoencoder.safetensors'}")
+        if not in_sync:
+            raise RuntimeError("DDP ranks ended with different weights")
         return 0
     finally:
         cleanup_distributed()

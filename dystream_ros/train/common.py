@@ -37,6 +37,7 @@ __all__ = [
     "init_distributed",
     "load_state",
     "lr_at",
+    "ranks_in_sync",
     "save_state",
 ]
 
@@ -77,6 +78,19 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank=rank, world=world, local_rank=local, device=dev)
+
+
+def ranks_in_sync(module: nn.Module, info: DistInfo) -> bool:
+    """True when every rank holds bit-identical parameters (DDP keeps them so; checked at the end)."""
+    if not info.distributed:
+        return True
+    v = torch.stack([p.detach().double().sum() for p in module.parameters()]).to(
+        info.device if info.device.type == "cuda" else "cpu"
+    )
+    hi, lo = v.clone(), v.clone()
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    return bool(torch.equal(hi, lo))
 
 
 def cleanup_distributed() -> None:

@@ -113,6 +113,7 @@ def _stats(
     return lat.mean(dim=0), std
 
 
+@torch.no_grad()
 def extract(
     data: str | Path,
     checkpoint: str | Path,
@@ -123,11 +124,11 @@ def extract(
     max_conversations: int | None = None,
     batch: int = 64,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict:
     """Write the latent set (see module docstring); returns the index."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_grad_enabled(False)
     model = load_checkpoint(checkpoint, render=True).eval()
     bank = FrameBank(data, size=model.cfg.autoencoder.image_size, max_conversations=max_conversations)
     norm = None
@@ -140,23 +141,24 @@ def extract(
         out / "autoencoder.safetensors",
         extra={"stage": "autoencoder", "standardised": str(standardise)},
     )
-    entries = []
-    for c in tqdm(range(len(bank)), desc="extract", unit="conv", disable=not progress):
-        conv = bank.convs[c]
-        d = out / conv.name
-        d.mkdir(parents=True, exist_ok=True)
-        frames = np.stack([bank.frame(c, t) for t in range(bank.num_frames(c))])
-        lat = _latents(model, frames, batch)
-        ref = _latents(model, bank.reference(c)[None])[0]
-        mel = clip_mels(model, conv.speaker, conv.listener, conv.num_frames)
-        np.save(d / "latents.npy", lat)
-        np.save(d / "ref_latent.npy", ref)
-        np.save(d / "mel.npy", mel)
-        if conv.params is not None:
-            np.save(d / "params.npy", conv.params.astype(np.float32))
-        entries.append(
-            {"dir": conv.name, "num_frames": int(conv.num_frames), "mel_frames": int(mel.shape[-1])}
-        )
+    jobs = [(str(data), str(ae_path), str(out), c, max_conversations, batch) for c in range(len(bank))]
+    if workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            entries = list(
+                tqdm(
+                    pool.map(_extract_one, jobs),
+                    total=len(jobs),
+                    desc="extract",
+                    unit="conv",
+                    disable=not progress,
+                )
+            )
+    else:
+        _WORKER.update(model=model, bank=bank)
+        entries = [_extract_one(j) for j in tqdm(jobs, desc="extract", unit="conv", disable=not progress)]
     index = {
         "format": INDEX_FORMAT,
         "data": str(Path(data)),
@@ -172,6 +174,36 @@ def extract(
     tmp.write_text(json.dumps(index, indent=1))
     os.replace(tmp, out / "index.json")
     return index
+
+
+_WORKER: dict = {}
+
+
+def _extract_one(job: tuple) -> dict:
+    """Latents, reference latent, mels (and params) of conversation ``c`` -> ``OUT/<name>/``."""
+    data, ae_path, out, c, max_conversations, batch = job
+    if "model" not in _WORKER or _WORKER.get("ae_path", ae_path) != ae_path:
+        torch.set_num_threads(1)
+        _WORKER["model"] = load_checkpoint(ae_path, render=False).eval()
+        _WORKER["bank"] = FrameBank(
+            data, size=_WORKER["model"].cfg.autoencoder.image_size, max_conversations=max_conversations
+        )
+    _WORKER["ae_path"] = ae_path
+    model, bank = _WORKER["model"], _WORKER["bank"]
+    conv = bank.convs[c]
+    d = Path(out) / conv.name
+    d.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        frames = np.stack([bank.frame(c, t) for t in range(bank.num_frames(c))])
+        lat = _latents(model, frames, batch)
+        ref = _latents(model, bank.reference(c)[None])[0]
+        mel = clip_mels(model, conv.speaker, conv.listener, conv.num_frames)
+    np.save(d / "latents.npy", lat)
+    np.save(d / "ref_latent.npy", ref)
+    np.save(d / "mel.npy", mel)
+    if conv.params is not None:
+        np.save(d / "params.npy", conv.params.astype(np.float32))
+    return {"dir": conv.name, "num_frames": int(conv.num_frames), "mel_frames": int(mel.shape[-1])}
 
 
 class LatentSet:
@@ -213,6 +245,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-conversations", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (one torch thread each)")
 
 
 def extract_main(args) -> int:
@@ -226,6 +259,7 @@ def extract_main(args) -> int:
         stats_frames=args.stats_frames,
         seed=args.seed,
         max_conversations=args.max_conversations,
+        workers=args.workers,
     )
     frames = sum(e["num_frames"] for e in index["conversations"])
     print(

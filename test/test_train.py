@@ -1,0 +1,245 @@
+"""Training pipeline: autoencoder / extraction / generator on a tiny config and a tiny synthetic dataset.
+
+Everything runs through the real command line (``dystream train ...``) with a tiny model built from a
+checkpoint (``--init``), so these tests cover the code users run, in a few seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from dystream_ros.cli import main as cli
+from dystream_ros.config import load_profile
+from dystream_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from dystream_ros.model.dystream import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = dict(
+    latent_dim=8,
+    audio={"channels": 16, "dilations": [1, 2], "feature_dim": 16},
+    generator={"width": 32, "layers": 1, "heads": 2, "mlp_ratio": 2, "window": 16},
+    head={"width": 32, "blocks": 1, "mlp_ratio": 2, "time_freq_dim": 16},
+    autoencoder={
+        "image_size": 32,
+        "warp_size": 16,
+        "app_channels": 8,
+        "enc_channels": [8],
+        "enc_blocks": 1,
+        "motion_channels": [8, 16, 16],
+        "flow_channels": [16, 8],
+        "refine_channels": 8,
+        "up_channels": [],
+    },
+)
+
+
+def tiny_config():
+    return load_profile("lite", **TINY)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from dystream_ros.data.synth import synthesize_dataset
+
+    root = tmp_path_factory.mktemp("train")
+    synthesize_dataset(root / "train", 2, seed=0, split="train", duration_s=4.0, progress=False)
+    synthesize_dataset(root / "heldout", 1, seed=0, split="heldout", duration_s=4.0, progress=False)
+    save_checkpoint(build_model(tiny_config(), seed=0), root / "tiny.safetensors")
+    return root
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _ae(workdir: Path, out: Path, steps: int, *extra: str) -> int:
+    return cli([
+        "train", "autoencoder", "--data", str(workdir / "train"), "--val-data", str(workdir / "heldout"),
+        "--init", str(workdir / "tiny.safetensors"), "--out", str(out), "--steps", str(steps),
+        "--batch", "4", "--lr", "3e-3", "--warmup", "2", "--save-every", "3", "--val-every", "1000",
+        "--val-pairs", "4", "--log-every", "1", "--threads", "1", *extra,
+    ])  # fmt: skip
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_autoencoder_loss_drops(workdir, tmp_path):
+    assert _ae(workdir, tmp_path / "ae", 40) == 0
+    losses = [r["loss"] for r in _log(tmp_path / "ae") if r["event"] == "train"]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    vals = [r for r in _log(tmp_path / "ae") if r["event"] == "val"]
+    assert vals and np.isfinite(vals[-1]["psnr"])
+
+
+def test_autoencoder_resume_is_exact_and_exports_ema(workdir, tmp_path):
+    # 6 steps in one go == 3 steps, stop, --resume to 6 (step count, EMA and optimiser carried over).
+    assert _ae(workdir, tmp_path / "full", 6) == 0
+    assert _ae(workdir, tmp_path / "split", 3) == 0
+    assert _ae(workdir, tmp_path / "split", 6, "--resume") == 0
+    starts = [r for r in _log(tmp_path / "split") if r["event"] == "start"]
+    assert [r["step"] for r in starts] == [0, 3]
+    a, b = _state(tmp_path / "full" / "state.safetensors"), _state(tmp_path / "split" / "state.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with safe_open(str(tmp_path / "split" / "state.safetensors"), framework="pt") as f:
+        md = f.metadata()
+    assert md["step"] == "6" and md["ema_updates"] == "6"
+    # The exported checkpoint carries the EMA weights, which differ from the raw ones.
+    exported = load_checkpoint(tmp_path / "split" / "autoencoder.safetensors")
+    differs = 0
+    for k, v in exported.autoencoder.state_dict().items():
+        assert torch.equal(v, b[f"ema.{k}"]), k
+        differs += not torch.equal(v, b[f"model.ae.{k}"])
+    assert differs > 0
+
+
+def test_extract_is_deterministic_and_standardised(workdir, tmp_path):
+    def run(out):
+        return cli([
+            "train", "extract", "--data", str(workdir / "train"),
+            "--checkpoint", str(workdir / "tiny.safetensors"), "--out", str(out), "--standardise",
+        ])  # fmt: skip
+
+    assert run(tmp_path / "a") == 0 and run(tmp_path / "b") == 0
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.npy"))
+    assert len(files) == 2 * 4  # latents, ref_latent, mel, params per conversation
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    lat = np.concatenate([np.load(p) for p in sorted((tmp_path / "a").glob("*/latents.npy"))])
+    assert np.abs(lat.mean(0)).max() < 0.5 and 0.5 < lat.std(0).mean() < 1.5
+
+
+def test_fold_latent_normalisation_keeps_images(workdir):
+    from dystream_ros.train.data import FrameBank, to_tensor
+    from dystream_ros.train.latents import fold_latent_normalisation
+
+    model = build_model(tiny_config(), seed=1).eval()
+    bank = FrameBank(workdir / "train", size=32)
+    src = to_tensor(np.stack([bank.reference(0), bank.frame(0, 5)]))
+    drv = to_tensor(np.stack([bank.frame(0, 40), bank.frame(1, 60)]))
+    with torch.no_grad():
+        before = model.autoencoder.reconstruct(src, drv)
+        mean, std = torch.randn(8) * 0.3, torch.rand(8) + 0.5
+        fold_latent_normalisation(model, mean, std)
+        after = model.autoencoder.reconstruct(src, drv)
+    torch.testing.assert_close(after["image"], before["image"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(after["m_driving"], (before["m_driving"] - mean) / std, atol=1e-5, rtol=1e-4)
+
+
+def test_encode_mels_equals_encode_sequence(workdir, tmp_path):
+    from dystream_ros.data.dataset import load_conversation
+    from dystream_ros.model.audio import frame_windows
+    from dystream_ros.train.generator import encode_mels
+    from dystream_ros.train.latents import clip_mels
+
+    model = build_model(tiny_config(), seed=0).eval()
+    conv = load_conversation(workdir / "train" / "conv_0000")
+    mel = clip_mels(model, conv.speaker, conv.listener, conv.num_frames)
+    a = model.audio.cfg
+    for f0, t in ((0, 7), (33, 12)):
+        wave = frame_windows(np.stack([conv.speaker, conv.listener]), f0, t, a)[None]
+        want = model.audio.encode_sequence(wave, t)
+        m = a.hops_per_frame
+        got = encode_mels(
+            model.audio, torch.from_numpy(mel[:, :, m * f0 : m * f0 + a.window_mels + m * (t - 1)])[None]
+        )
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def latents(workdir):
+    out = workdir / "latents"
+    assert cli(["train", "extract", "--data", str(workdir / "train"), "--checkpoint",
+                str(workdir / "tiny.safetensors"), "--out", str(out), "--standardise"]) == 0  # fmt: skip
+    val = workdir / "val_latents"
+    assert cli(["train", "extract", "--data", str(workdir / "heldout"), "--checkpoint",
+                str(out / "autoencoder.safetensors"), "--out", str(val)]) == 0  # fmt: skip
+    return out
+
+
+def _gen(workdir: Path, out: Path, steps: int, *extra: str) -> int:
+    return cli([
+        "train", "generator", "--latents", str(workdir / "latents"), "--val-latents",
+        str(workdir / "val_latents"), "--out", str(out), "--steps", str(steps), "--batch", "4",
+        "--frames", "24", "--lr", "2e-3", "--warmup", "2", "--save-every", "4", "--val-every", "4",
+        "--val-windows", "4", "--log-every", "1", "--threads", "1", *extra,
+    ])  # fmt: skip
+
+
+def test_generator_loss_drops_on_a_fixed_batch(latents):
+    from dystream_ros.train.generator import GenLoss, sample_windows
+    from dystream_ros.train.latents import LatentSet
+
+    torch.manual_seed(0)
+    model = load_checkpoint(latents / "autoencoder.safetensors", render=False).train()
+    mod = GenLoss(model)
+    mels, motion = sample_windows(LatentSet(latents), np.random.default_rng(0), 4, 24)
+    mels, motion = torch.from_numpy(mels), torch.from_numpy(motion)
+    opt = torch.optim.Adam(mod.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss, _ = mod(mels, motion, torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_generator_resume_ema_export_and_pipeline(workdir, latents, tmp_path):
+    run = tmp_path / "gen"
+    assert _gen(workdir, run, 4) == 0
+    assert _gen(workdir, run, 8, "--resume") == 0
+    log = _log(run)
+    assert [r["step"] for r in log if r["event"] == "start"] == [0, 4]
+    assert [r["step"] for r in log if r["event"] == "val"] == [4, 8]
+    st = _state(run / "state.safetensors")
+    with safe_open(str(run / "state.safetensors"), framework="pt") as f:
+        assert f.metadata()["ema_updates"] == "8"
+    model = load_checkpoint(run / "model.safetensors")
+    differs = 0
+    for name in ("audio", "generator", "head"):
+        for k, v in getattr(model, name).state_dict().items():
+            assert torch.equal(v, st[f"ema.{name}.{k}"]), k
+            differs += not torch.equal(v, st[f"model.{name}.{k}"])
+    assert differs > 0
+    # The exported file is a full pipeline: it streams frames.
+    from dystream_ros.model import load_pipeline
+
+    pipe = load_pipeline(run / "model.safetensors", backend="torch")
+    sess = pipe.start_session(np.zeros((32, 32, 3), np.uint8) + 128)
+    sess.push_audio(speaker=np.zeros(16000, np.float32), listener=np.zeros(16000, np.float32))
+    frame = sess.step()
+    assert frame is not None and frame.image.shape == (32, 32, 3) and frame.latent.shape == (8,)
+
+
+def test_torchrun_ddp_two_processes_stay_in_sync(workdir, latents, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    for stage, args in (
+        ("autoencoder", ["--data", str(workdir / "train"), "--init", str(workdir / "tiny.safetensors"),
+                         "--batch", "2", "--val-every", "1000"]),
+        ("generator", ["--latents", str(latents), "--batch", "2", "--frames", "16", "--val-every", "1000"]),
+    ):  # fmt: skip
+        out = tmp_path / stage
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "dystream_ros.cli", "train", stage, *args, "--out", str(out), "--steps", "3",
+               "--threads", "1", "--device", "cpu"]  # fmt: skip
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
+        assert r.returncode == 0, r.stderr[-3000:]
+        done = [x for x in _log(out) if x["event"] == "done"][-1]
+        assert done["world"] == 2 and done["ranks_in_sync"] is True and done["step"] == 3
