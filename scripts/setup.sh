@@ -69,6 +69,14 @@ if ! stamp_ok requirements "$h"; then
   stamp_set requirements "$h"
 fi
 
+# MediaPipe (FaceMesh mouth reader for photographic faces). --no-deps: its own dependency list would
+# pull jax and a second OpenCV that overwrites cv2; the deps it needs are pinned in requirements.txt.
+if ! stamp_ok mediapipe "0.10.14"; then
+  log "installing mediapipe==0.10.14 (no deps)"
+  pipi --no-deps mediapipe==0.10.14
+  stamp_set mediapipe "0.10.14"
+fi
+
 # ---- ROS 2 ------------------------------------------------------------------------------------
 NUMPY_INC=""
 if [ -n "${ROS_DISTRO:-}" ] && [ -z "${DYSTREAM_ROS_FROM_VENV:-}" ]; then
