@@ -66,7 +66,10 @@ class Probe(Node):
         prefix = (ns.rstrip("/") + "/") if ns else ""
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-        audio_qos = out_qos if reliable_audio else qos_profile_sensor_data
+        audio_qos = qos_profile_sensor_data
+        if reliable_audio:
+            audio_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                                   reliability=ReliabilityPolicy.RELIABLE)
         self.lock = threading.Lock()
         self.msgs: dict[str, list] = defaultdict(list)
         self.recv: dict[str, list] = defaultdict(list)

@@ -37,9 +37,12 @@ def sim():
     rclpy.init()
     overrides = {"use_sim_time": True, "checkpoint": "random", "autostart": False, "image_size": IMAGE_SIZE,
                  "catch_up_limit": 10000, "speaker_wait_ms": 5000.0, "listener_wait_ms": 5000.0,
-                 "warmup_frames": 1, "output_qos_depth": 100}
+                 "warmup_frames": 1, "output_qos_depth": 100,
+                 # reliable audio: this test compares latents with an offline run, so a best-effort
+                 # sample lost on a loaded machine (a gap of silence) would be a false failure
+                 "input_qos": "reliable", "input_qos_depth": 1000}
     node = DystreamNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    tester = Probe()
+    tester = Probe(reliable_audio=True)
     tester.watch_info("/dystream_node/info")
     ex = MultiThreadedExecutor(num_threads=4)
     ex.add_node(node)
@@ -132,6 +135,33 @@ def test_frames_stamps_latents_images(sim):
     assert snap["skipped_frames"] == 0 and snap["dropped_samples"] == 0
     assert snap["speaker_gap_samples"] == 0 and snap["listener_gap_samples"] == 0
     assert snap["bad_messages"] == 0
+
+    # The same audio through the same scheduler and a fresh model session, offline: identical latents.
+    # (Message sizes and tick timing must not matter: frames are decided in audio time.)
+    offline = _offline_latents(chunks, expected, node.get_parameter("backend").value)
+    for m in latents:
+        np.testing.assert_allclose(np.asarray(m.latent, np.float32), offline[m.frame_index], rtol=1e-4,
+                                   atol=1e-5, err_msg=f"frame {m.frame_index}")
+
+
+def _offline_latents(chunks: dict, n_frames: int, backend: str) -> dict:
+    from dystream_ros.audio import decode_pcm
+    from dystream_ros.model import load_pipeline
+    from dystream_ros.runtime.scheduler import FrameScheduler, SchedulerConfig
+
+    pipe = load_pipeline(checkpoint="random", profile="lite", device="cpu", render=True, backend=backend)
+    sess = pipe.start_session(pipe.default_reference(), seed=0)
+    sched = FrameScheduler(SchedulerConfig(lookahead_samples=pipe.lookahead_samples,
+                                           context_samples=pipe.config.audio.context_samples,
+                                           catch_up_limit=10**6, speaker_wait_s=5.0, listener_wait_s=5.0))
+    for name, items in chunks.items():
+        for st, x in items:
+            d = decode_pcm(x.reshape(-1).astype("<i2").tobytes(), "pcm_s16le", 2, RATE)
+            sched.push(name, d.samples, d.sample_rate, st, arrival=0.0, now_ns=st)
+    plan = sched.tick(AUDIO_T + int(SECONDS * NS), wall=0.0)
+    assert [f.index for f in plan.frames] == list(range(n_frames))
+    sess.push_audio(speaker=plan.speaker, listener=plan.listener)
+    return {f.index: sess.step().latent for f in plan.frames}
 
 
 def _call(probe, srv_type, name, req, timeout=30.0):

@@ -18,8 +18,10 @@ the frame's stamp is in the past of the clock; at most ``catch_up_limit`` per ti
 and counted). Lifecycle: configure loads and warms up the model; activate starts subscriptions and the
 timer; deactivate/cleanup undo them.
 
-Threads: a MultiThreadedExecutor; the frame timer in a mutually exclusive group, audio callbacks in a
-reentrant group (buffers under a lock), diagnostics and services in a third group.
+Threads: a MultiThreadedExecutor; the frame timer in a mutually exclusive group; audio callbacks in
+groups of their own (one mutually exclusive group per channel, so each channel's chunks are buffered in
+arrival order, while the channels, the timer and the rest run concurrently; buffers under a lock);
+diagnostics and services in a third group.
 """
 
 from __future__ import annotations
@@ -146,7 +148,12 @@ class DystreamNode(LifecycleNode):
         self._lock = threading.Lock()  # scheduler, counters
         self._session_lock = threading.RLock()  # model session, publishers, lifecycle resources
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        self._audio_group = ReentrantCallbackGroup()
+        # Audio never waits behind the frame timer. Each channel has its own mutually exclusive group:
+        # rclpy takes a message inside the worker thread, so two chunks of one channel in a reentrant
+        # group can reach the buffer in swapped order (seen under load); the two channels (and the
+        # audio_common info topics) still run concurrently with each other and with the timer.
+        self._audio_groups = {c: MutuallyExclusiveCallbackGroup() for c in ("speaker", "listener")}
+        self._info_group = ReentrantCallbackGroup()
         self._aux_group = MutuallyExclusiveCallbackGroup()
         self._throttle = _Throttle(5.0)
         self._stats = NodeStats()
@@ -410,13 +417,14 @@ class DystreamNode(LifecycleNode):
             for channel in ("speaker", "listener"):
                 self._subs.append(self.create_subscription(
                     self._msg_class, f"{channel}_audio",
-                    lambda msg, c=channel: self._on_audio(msg, c), in_qos, callback_group=self._audio_group))
+                    lambda msg, c=channel: self._on_audio(msg, c), in_qos,
+                    callback_group=self._audio_groups[channel]))
                 if rt["audio_msg_type"] == adapters.AUDIO_COMMON_STAMPED:
                     info_cls = adapters.import_audio_common().AudioInfo
                     self._subs.append(self.create_subscription(
                         info_cls, f"{channel}_audio_info",
                         lambda msg, c=channel: self._audio_info.__setitem__(c, msg), _qos(True, 1),
-                        callback_group=self._audio_group))
+                        callback_group=self._info_group))
             result = super().on_activate(state)
             self._active = True
             self._timer = self.create_timer(1.0 / float(self._meta["fps"]), self._on_tick,
@@ -590,6 +598,8 @@ class DystreamNode(LifecycleNode):
                 self._session_pushed = 0
             if plan.idle:
                 self._publish_idle(now_ns)
+                return
+            if not plan.frames:  # nothing due this tick: the session's audio position stays where it is
                 return
             self._apply_session_settings()
             sess = self._session

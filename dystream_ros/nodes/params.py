@@ -65,8 +65,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("reference", "", "reference face image (PNG/JPEG path); '' = the embedded avatar. Change at "
          "runtime with the ~/set_reference service", read_only=True),
     Spec("device", "cpu", "torch device: cpu, cuda, cuda:N, or auto (cuda when available)", read_only=True),
-    Spec("backend", "torch", "execution backend", read_only=True,
-         choices=("torch", "onnxruntime", "tensorrt")),
+    Spec("backend", "auto", "execution backend: auto (CPU: onnxruntime for audio/generator/head + torch "
+         "rendering; CUDA: torch), torch, onnxruntime, tensorrt", read_only=True,
+         choices=("auto", "torch", "onnxruntime", "tensorrt")),
     Spec("render", True, "render face images (false: motion latents only)", read_only=True),
     Spec("num_threads", 1, "torch intra-op threads (0 = torch's default). 1 suits the lite model on small "
          "CPUs: the executor, DDS and image threads need the other cores, and intra-op sync on a small "

@@ -108,7 +108,8 @@ class FrameJob:
 @dataclass
 class TickPlan:
     """What to do after a tick. ``speaker``/``listener`` is the audio to hand to the model (16 kHz,
-    timeline ``[audio_start, audio_start + len)``), covering every frame in ``frames`` incl. lookahead."""
+    timeline ``[audio_start, audio_start + len)``), covering every frame in ``frames`` incl. lookahead.
+    A plan without frames carries no audio (``audio_start`` is then where the next audio will start)."""
 
     now_ns: int
     idle: bool = True  # no stream (no audio yet, or after a reset)
@@ -287,6 +288,7 @@ class FrameScheduler:
         if self.origin_ns is None:
             return plan
         plan.idle = False
+        plan.audio_start = self.pushed_upto  # an empty plan hands over nothing from here
         last = self._last_due(now_ns)
         n0 = self.next_frame
         pending = last - n0 + 1
