@@ -320,11 +320,15 @@ class DystreamNode(LifecycleNode):
         except FileNotFoundError as e:
             what = ("the embedded default checkpoint" if checkpoint is None else f"checkpoint {checkpoint!r}")
             raise ConfigureError(
-                f"{what} could not be loaded: {e}. To run without a trained checkpoint start with "
-                f"checkpoint:=random (random weights), e.g. "
+                f"{what} could not be loaded: {str(e).rstrip('.')}. To run without a trained checkpoint "
+                f"start with checkpoint:=random (random weights), e.g. "
                 f"`ros2 run dystream_ros dystream_node --ros-args -p checkpoint:=random`") from e
         except NotImplementedError as e:
             raise ConfigureError(str(e)) from e
+        except Exception as e:  # noqa: BLE001 - a corrupt/incompatible checkpoint, a bad device, ...
+            raise ConfigureError(f"loading the model (profile={rt['profile']}, checkpoint="
+                                 f"{rt['checkpoint'] or '<embedded default>'}, device={device}, "
+                                 f"backend={rt['backend']}) failed: {type(e).__name__}: {e}") from e
         self._pipe = pipe
 
         # reference face
