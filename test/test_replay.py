@@ -174,3 +174,13 @@ def test_replay_uses_the_node_parameters(latents_pipe, tmp_path):
     sess = latents_pipe.start_session(np.zeros((64, 64, 3), np.uint8))
     replay.apply_session_settings(sess, p)
     assert sess.steps == 3
+
+
+def test_replay_is_independent_of_message_chunking(conversation, latents_pipe, tmp_path):
+    """Frames are counted in audio time, not messages: 20 ms and 64 ms chunks give the same latents."""
+    d = conversation["dir"]
+    coarse = bagio.make_bag(d / "speaker.wav", d / "listener.wav", tmp_path / "coarse", chunk_ms=64)
+    fine = conversation["bags"]["mcap"]
+    _, a = _replay_latents(latents_pipe, fine, tmp_path / "fine_out", conversation["ref"])
+    _, b = _replay_latents(latents_pipe, coarse, tmp_path / "coarse_out", conversation["ref"])
+    np.testing.assert_array_equal(a, b)

@@ -570,4 +570,7 @@ def register(subparsers) -> None:
     p.add_argument("--encoding", choices=("pcm_s16le", "pcm_f32le"),
                    help="sample encoding (default: s16 for 16-bit WAVs, else f32)")
     p.add_argument("--force", action="store_true", help="replace an existing output bag")
+    p.epilog = ("The bag has rosbag2 version 9 metadata (Jazzy/Kilted). ROS 2 Humble cannot parse it: "
+                "there, play the storage file itself (ros2 bag play -s mcap BAG/BAG.mcap) or run "
+                "`ros2 bag reindex BAG` first.")
     p.set_defaults(func=_cmd_make_bag)

@@ -135,7 +135,8 @@ def _input_bag(args, out: Path) -> tuple[Path, float]:
         if args.seconds:
             spk = _trim(spk, out / "speaker.wav", args.seconds)
             lis = _trim(lis, out / "listener.wav", args.seconds)
-        bag = bagio.make_bag(spk, lis, out / "input_bag", storage="mcap", overwrite=True)
+        bag = bagio.make_bag(spk, lis, out / "input_bag", chunk_ms=args.chunk_ms, storage="mcap",
+                             overwrite=True)
     with bagio.BagReader(bag) as r:
         speaker, listener = bagio.pick_audio_topics(r.topics)
         audio = bagio.read_audio(r, [t for t in (speaker, listener) if t])
@@ -431,6 +432,8 @@ def register(subparsers) -> None:
     p.add_argument("--listener", help="listener WAV (default: the bundled sample conversation)")
     p.add_argument("--bag", help="play this bag instead of the WAVs")
     p.add_argument("--seconds", type=float, help="use only the first SECONDS of the WAVs")
+    p.add_argument("--chunk-ms", type=float, default=20.0, help="audio message duration of the bag made "
+                   "from the WAVs (default 20)")
     p.add_argument("--reference", help="reference face image (default: the embedded avatar)")
     p.add_argument("--seed", type=int, help="noise seed (default: the node's, 0)")
     p.add_argument("--params-file", help="extra node parameter YAML (after config/default.yaml)")

@@ -218,13 +218,15 @@ class PlanRunner:
             self.reset()
         if plan.skipped:
             sess.skip(plan.skipped)
-        gap = plan.audio_start - self.pushed
-        if gap > 0:  # audio of skipped frames: the session discards it
-            z = np.zeros(gap, np.float32)
-            sess.push_audio(speaker=z, listener=z)
         if plan.speaker.size:
+            # A plan carries audio only when frames are due (a tick with none returns audio_start 0 and
+            # no samples, which must not move the session's position).
+            gap = plan.audio_start - self.pushed
+            if gap > 0:  # audio of skipped frames: the session discards it
+                z = np.zeros(gap, np.float32)
+                sess.push_audio(speaker=z, listener=z)
             sess.push_audio(speaker=plan.speaker, listener=plan.listener)
-        self.pushed = plan.audio_start + plan.speaker.size
+            self.pushed = plan.audio_start + plan.speaker.size
         for job in plan.frames:
             t0 = time.perf_counter()
             frame = sess.step()
@@ -276,6 +278,10 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     if not events:
         raise bagio.BagError(f"{bag_path}: no audio messages on {speaker} / {listener}")
 
+    if int(params.get("num_threads", 0) or 0) > 0:  # as the node does: same math, same thread count
+        import torch
+
+        torch.set_num_threads(int(params["num_threads"]))
     if pipe is None:
         from dystream_ros.model import load_pipeline
 
