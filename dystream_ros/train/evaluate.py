@@ -227,21 +227,26 @@ def evaluate_main(args) -> int:
         args.max_frames,
     )
     s, p = r["summary"], r["pooled"]
+
+    def f(x, spec=".3f"):
+        return "n/a" if x is None else format(x, spec)
+
     print(
-        f"{r['conversations']} conversations, {r['frames']} frames ({r['stream_ms_per_frame']:.1f} ms/frame)"
+        f"{r['conversations']} conversations, {r['frames']} frames "
+        f"({f(r['stream_ms_per_frame'], '.1f')} ms/frame)"
     )
     print(
-        f"mouth vs ground truth: correlation {s['gt_mouth_correlation_best']['mean']:.3f} at offset "
-        f"{s['gt_mouth_offset']['median']:+.0f} (mean of conversations), confidence "
-        f"{s['gt_mouth_confidence']['mean']:.3f}; pooled {p['gt_mouth']['correlation']:.3f} at "
-        f"{p['gt_mouth']['offset_frames']:+d}"
+        f"mouth vs ground truth: correlation {f(s['gt_mouth_correlation_best']['mean'])} at offset "
+        f"{f(s['gt_mouth_offset']['median'], '+.0f')} (mean / median of conversations), confidence "
+        f"{f(s['gt_mouth_confidence']['mean'])}; pooled {f(p['gt_mouth']['correlation'])} at "
+        f"{f(p['gt_mouth']['offset_frames'], '+d')}"
     )
-    print(f"head motion listening / silence: {p['listen_vs_silence']:.2f} (pooled)")
+    print(f"head motion listening / silence: {f(p['listen_vs_silence'], '.2f')} (pooled)")
     if "ground_truth_renders" in r:
         g = r["ground_truth_renders"]["pooled"]
         print(
-            f"ground-truth renders: correlation {g['gt_mouth']['correlation']:.3f} at "
-            f"{g['gt_mouth']['offset_frames']:+d}, listening/silence {g['listen_vs_silence']:.2f}"
+            f"ground-truth renders: correlation {f(g['gt_mouth']['correlation'])} at "
+            f"{f(g['gt_mouth']['offset_frames'], '+d')}, listening/silence {f(g['listen_vs_silence'], '.2f')}"
         )
     print(f"-> {Path(args.out) / 'eval.json'}")
     return 0
