@@ -12,7 +12,8 @@ Latency in the report (``latency_model`` says so too):
 
 * ``step_ms`` — measured wall time of ``Session.step()`` per frame on this machine (compute only).
 * ``processing_ms`` / ``av_offset_ms`` — *simulated real-time arrival*: each message arrives at its
-  bag time; the timer ticks every 40 ms of bag time; frames due at a tick are computed one after the
+  bag time; the timer ticks every 40 ms of bag time (phase: half a frame after the first message, the
+  average case of a timer's arbitrary phase); frames due at a tick are computed one after the
   other, each taking its measured ``step_ms``, so a frame is "published" at
   ``max(tick, previous publish) + step_ms``. ``processing_ms`` = publish − arrival of the last sample
   the frame needed (or the tick at which a channel's wait expired); ``av_offset_ms`` = publish −
@@ -259,7 +260,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
            listener_topic: str | None = None, checkpoint: str | None = None, profile: str | None = None,
            reference: str | Path | None = None, seed: int | None = None, device: str | None = None,
            params_file: str | Path | None = None, progress: bool = True, video: bool = True,
-           lipsync: bool = True, pipe=None) -> dict:
+           lipsync: bool = True, pipe=None, tick_phase_ms: float = 20.0) -> dict:
     """Replay ``bag_path`` offline into ``out_dir``; returns the report (also written to report.json).
 
     Settings not given here come from the node's parameters (``config/default.yaml``, overlaid with
@@ -368,9 +369,10 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         last_publish = publish
         return n_target is None or sched.next_frame < n_target
 
-    # The timer ticks every 40 ms of bag time from the first message on; audio that arrives at or
-    # after a tick's time is pushed after that tick (as a callback after the timer would be).
-    tick = events[0].log_ns + frame_ns
+    # The timer ticks every 40 ms of bag time, ``tick_phase_ms`` after the first message's arrival
+    # (a node's timer has an arbitrary phase against the audio; half a frame is the average case);
+    # audio that arrives at or after a tick's time is pushed after that tick.
+    tick = events[0].log_ns + int(round(tick_phase_ms * 1e6))
     for ev in events:
         while tick <= ev.log_ns:
             run_tick(tick, None)
@@ -409,8 +411,9 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         records, fps=int(pipe.fps), skipped=sched.stats.skipped_frames, lipsync=ls_entry, pipe=pipe,
         mode="offline",
         latency_model=("simulated real-time arrival: messages arrive at their bag time, 40 ms timer ticks in "
-                       "bag time, frames computed sequentially with their measured step_ms; step_ms = "
-                       "measured compute of Session.step() on this machine"),
+                       f"bag time ({tick_phase_ms:g} ms after the first message), frames computed "
+                       "sequentially with their measured step_ms; step_ms = measured compute of "
+                       "Session.step() on this machine"),
         extra={
             "bag": str(bag_path), "storage": storage, "speaker_topic": speaker, "listener_topic": listener,
             "seed": seed, "audio_duration_s": round(audio_s, 3),
