@@ -512,6 +512,12 @@ def register(subparsers) -> None:
         "replay", help="offline, deterministic replay of a rosbag2 conversation (video, output bag, report)",
         description=__doc__.split("\n\n")[0] + " Reads rosbag2 sqlite3 and MCAP (rosbags); audio as "
         "dystream_ros/AudioChunk or audio_common_msgs/AudioDataStamped (+AudioInfo).")
+    p.epilog = ("Latency in report.json: step_ms is the measured compute per frame on this machine; "
+                "processing_ms and av_offset_ms are simulated real time (messages arrive at their bag "
+                "time, a 40 ms timer in bag time, frames computed one after another with their measured "
+                "step_ms); compute never changes which frames are produced, so latents are deterministic. "
+                "`dystream demo` measures the live node over DDS. output.mcap is one MCAP file: "
+                "`ros2 bag play DIR/output.mcap` (Humble: add -s mcap) or open it in Foxglove.")
     p.add_argument("bag", help="rosbag2 directory (sqlite3 or MCAP) or a .mcap file")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--speaker-topic", help="the avatar's own speech (default: the audio topic named like "
