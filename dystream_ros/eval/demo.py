@@ -363,7 +363,7 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
                        "arrival of the last audio sample the frame needed, av_offset_ms = publish - arrival "
                        "of the frame's first sample; step_ms = the node's compute per frame; "
                        "e2e_av_offset_ms = recorder receive time - the frame's audio-start stamp (player "
-                       "stamps = capture time)"),
+                       "stamps = capture time; includes DDS delivery and the recorder's own queueing)"),
         extra={
             "random_weights": random_weights,
             "frames_expected": n_frames, "missing_frames": len(missing),
