@@ -227,3 +227,15 @@ def test_update_validates():
         s.update(catch_up_limit=0)
     with pytest.raises(ValueError):
         s.update(buffer_s=3.0)
+
+
+def test_has_due_tells_when_audio_completes_a_frame():
+    s = make()
+    assert not s.has_due(T0)
+    s.push("speaker", chunk(1600), 16000, T0, arrival=0.0, now_ns=T0)
+    assert not s.has_due(T0 + 100 * MS)  # the listener has not arrived (wait 200 ms)
+    s.push("listener", chunk(1600), 16000, T0, arrival=0.0, now_ns=T0)
+    assert s.has_due(T0 + 100 * MS)  # 100 ms = frame 0's audio + lookahead
+    assert not s.has_due(T0 - MS)  # ... but not before its stamp
+    s.tick(T0 + 100 * MS, wall=0.0)
+    assert not s.has_due(T0 + 100 * MS)

@@ -166,6 +166,7 @@ class DystreamNode(LifecycleNode):
         self._pubs: dict[str, object] = {}
         self._subs: list = []
         self._timer = None
+        self._wake = None
         self._audio_info: dict[str, object] = {}
         self._session_pushed = 0
         self._pending_session = False
@@ -433,6 +434,8 @@ class DystreamNode(LifecycleNode):
             self._active = True
             self._timer = self.create_timer(1.0 / float(self._meta["fps"]), self._on_tick,
                                             callback_group=self._timer_group)
+            # the same producer, woken by audio that completes a due frame (same group: never concurrent)
+            self._wake = self.create_guard_condition(self._on_tick, callback_group=self._timer_group)
             self._pubs["info"].publish(String(data=json.dumps(self._meta, sort_keys=True)))
             self._state_label = "active"
         self.get_logger().info("active: listening on speaker_audio and listener_audio")
@@ -444,6 +447,9 @@ class DystreamNode(LifecycleNode):
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
+        if self._wake is not None:
+            self.destroy_guard_condition(self._wake)
+            self._wake = None
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
@@ -549,6 +555,12 @@ class DystreamNode(LifecycleNode):
                 return
             res = self._sched.push(channel, dec.samples, dec.sample_rate, raw.stamp_ns,
                                    arrival=arrival, now_ns=now_ns)
+            wake = self._wake if rt["wake_on_audio"] and self._sched.has_due(now_ns) else None
+        if wake is not None:
+            try:
+                wake.trigger()
+            except Exception:  # noqa: BLE001 - destroyed by a concurrent deactivate
+                pass
         if getattr(res, "restamped", False):
             self._warn_throttled(f"restamp:{channel}",
                                  f"{channel}_audio: header.stamp {raw.stamp_ns / 1e9:.3f} s is zero or "

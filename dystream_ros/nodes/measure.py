@@ -251,7 +251,10 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     from rclpy.utilities import remove_ros_args
 
-    argv = remove_ros_args(sys.argv if argv is None else argv)[1:]
+    argv = list(sys.argv if argv is None else argv)
+    if "--ros-args" in argv:  # only then: a bare name:=value is ours (--param), not a ROS remapping
+        argv = remove_ros_args(argv)
+    argv = argv[1:]
     ap = argparse.ArgumentParser(prog="dystream_measure", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--namespace", default="/dystream")

@@ -108,6 +108,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("idle_publish_hz", 25.0, "before any audio arrives, publish the idle face at this rate (0 = off)",
          lo=0.0, hi=25.0),
     # --- streaming (runtime) --------------------------------------------------------------------
+    Spec("wake_on_audio", True, "also run the frame producer as soon as arriving audio completes a due "
+         "frame (saves up to one 40 ms timer period of latency); the 40 ms timer keeps running"),
     Spec("steps", 5, "flow-matching Euler steps per frame", lo=1, hi=10),
     Spec("guidance_speaker", 1.0, "classifier-free guidance weight of the speaker audio", lo=0.0, hi=20.0),
     Spec("guidance_listener", 0.5, "classifier-free guidance weight of the listener audio", lo=0.0, hi=20.0),

@@ -269,6 +269,14 @@ class FrameScheduler:
             last = min(last, max(by_data, by_wait))
         return int(last)
 
+    def has_due(self, now_ns: int) -> bool:
+        """True when a tick at ``now_ns`` would produce (or skip) at least one frame.
+
+        Lets a caller wake up as soon as audio completes a frame instead of at its next periodic tick."""
+        if self.origin_ns is None or (self._last_now is not None and now_ns < self._last_now):
+            return False
+        return self._last_due(int(now_ns)) >= self.next_frame
+
     def tick(self, now_ns: int, *, wall: float) -> TickPlan:
         """Advance to clock ``now_ns``; ``wall`` is the caller's monotonic time (latency bookkeeping)."""
         now_ns = int(now_ns)
