@@ -160,7 +160,8 @@ def test_replay_uses_the_node_parameters(latents_pipe, tmp_path):
     import yaml
 
     defaults = replay.node_parameters()
-    shipped = yaml.safe_load((bagio.package_share_candidates("config/default.yaml")[0]).read_text())
+    shipped_path = next(p for p in bagio.package_share_candidates("config/default.yaml") if p.is_file())
+    shipped = yaml.safe_load(shipped_path.read_text())
     assert defaults["catch_up_limit"] == shipped["/**"]["ros__parameters"]["catch_up_limit"]
     cfg = replay.scheduler_config(latents_pipe, defaults)
     assert cfg.catch_up_limit == defaults["catch_up_limit"]
