@@ -33,6 +33,12 @@ setup(
     packages=find_packages(include=["dystream_ros", "dystream_ros.*"]),
     package_data={"dystream_ros": ["assets/*", "assets/**/*"]},
     include_package_data=True,
+    # The interface definitions and node parameters, for ROS-free tools (rosbags typestore, replay).
+    data_files=[
+        ("share/dystream_ros/msg", [str(p) for p in sorted(Path("msg").glob("*.msg"))]),
+        ("share/dystream_ros/srv", [str(p) for p in sorted(Path("srv").glob("*.srv"))]),
+        ("share/dystream_ros/config", [str(p) for p in sorted(Path("config").glob("*.yaml"))]),
+    ],
     install_requires=requirements(),
     entry_points={"console_scripts": ["dystream = dystream_ros.cli:main"]},
 )

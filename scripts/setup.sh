@@ -77,6 +77,14 @@ if ! stamp_ok mediapipe "0.10.14"; then
   stamp_set mediapipe "0.10.14"
 fi
 
+# The package itself, editable (gives the `dystream` command; ROS-free imports resolve to the source).
+h=$(hash_of setup.py)
+if ! stamp_ok package "$h"; then
+  log "installing dystream_ros (editable) for the dystream command"
+  pipi --no-deps --no-build-isolation -e .
+  stamp_set package "$h"
+fi
+
 # ---- ROS 2 ------------------------------------------------------------------------------------
 NUMPY_INC=""
 if [ -n "${ROS_DISTRO:-}" ] && [ -z "${DYSTREAM_ROS_FROM_VENV:-}" ]; then
