@@ -101,7 +101,8 @@ class NodeStats:
     clipped_samples: int = 0
     trailing_bytes: int = 0
     step_errors: int = 0
-    step_ms: Window = dataclasses.field(default_factory=Window)
+    step_ms: Window = dataclasses.field(default_factory=Window)  # whole model step incl. rendering
+    render_ms: Window = dataclasses.field(default_factory=Window)
     processing_ms: Window = dataclasses.field(default_factory=Window)
     av_offset_ms: Window = dataclasses.field(default_factory=Window)
     publish_times: collections.deque = dataclasses.field(
@@ -687,7 +688,9 @@ class DystreamNode(LifecycleNode):
             lm.frame_index = int(job.index)
             lm.latent = np.asarray(frame.latent, dtype=np.float32)
             lm.profile, lm.checkpoint = meta["profile"], meta["checkpoint"]
-            lm.step_ms = float(step_ms)
+            t = getattr(frame, "timings", None) or {}
+            # the message's contract: audio encode + generator + flow head (rendering excluded)
+            lm.step_ms = float(sum(t.get(k, 0.0) for k in ("audio", "generator", "head")) if t else step_ms)
             lm.processing_ms = float(processing_ms)
             self._pubs["latent"].publish(lm)
         if frame.image is not None and (rt["publish_image"] or rt["publish_compressed"]):
@@ -701,6 +704,7 @@ class DystreamNode(LifecycleNode):
             s = self._stats
             s.frames += 1
             s.step_ms.add(step_ms)
+            s.render_ms.add((getattr(frame, "timings", None) or {}).get("render", float("nan")))
             s.processing_ms.add(processing_ms)
             s.av_offset_ms.add(av_ms)
             s.publish_times.append(now_w)
@@ -782,6 +786,7 @@ class DystreamNode(LifecycleNode):
                 "frames_published": s.frames,
                 "idle_frames_published": s.idle_frames,
                 "step_ms_p50": s.step_ms.pct(50), "step_ms_p95": s.step_ms.pct(95),
+                "render_ms_p50": s.render_ms.pct(50),
                 "processing_ms_p50": s.processing_ms.pct(50), "processing_ms_p95": s.processing_ms.pct(95),
                 "processing_ms_p99": s.processing_ms.pct(99),
                 "av_offset_ms_p50": s.av_offset_ms.pct(50), "av_offset_ms_p95": s.av_offset_ms.pct(95),
@@ -879,6 +884,11 @@ def main(args=None) -> int:
     except InvalidParameterValueException as e:  # e.g. a value out of range in the params file
         print(f"[dystream_node] invalid parameter: {e}", file=sys.stderr, flush=True)
         rc = 2
+    except Exception:
+        # SIGINT/SIGTERM shut the context down; depending on where the executor was, that surfaces as
+        # ExternalShutdownException or as an RCLError from the next wait. Only a live context is an error.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.release_for_exit()

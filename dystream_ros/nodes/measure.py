@@ -8,9 +8,10 @@ prints (and writes as JSON) the numbers of DESIGN.md §3 over the frames of the 
 
 * ``processing_ms`` and ``av_offset_ms`` (the node's own, from AvatarState) p50/p95/p99/max;
 * ``skipped_frames`` (AvatarState, and the node's diagnostics), frames received vs expected;
-* ``step_ms`` (MotionLatent) and the end-to-end ``display_av_ms``: when this process *received* the face
-  image minus when it *published* the audio chunk holding the frame's first sample (adds DDS transport
-  of the image).
+* ``model_ms`` (MotionLatent.step_ms: audio encode + generator + flow head; the node's whole step with
+  rendering is in its diagnostics, ``step_ms_p50/p95``);
+* the end-to-end ``display_av_ms``: when this process *received* the face image minus when it
+  *published* the audio chunk holding the frame's first sample (adds DDS transport of the image).
 
     dystream_measure --spawn --seconds 60 --out measure.json            # starts the node itself
     dystream_measure --namespace /dystream --seconds 60                 # against a running node
@@ -230,7 +231,8 @@ def run(args) -> dict:
             "skipped_frames": int(skipped),
             "processing_ms": _pct([s.processing_ms for s in states]),
             "av_offset_ms": _pct([s.av_offset_ms for s in states]),
-            "step_ms": _pct([m.step_ms for m in latents]),
+            "model_ms": _pct([m.step_ms for m in latents]),
+            "step_ms_diag": {k: diag.get(f"step_ms_{k}") for k in ("p50", "p95")},
             "display_av_ms": _pct(display),
             "node": node.info, "diagnostics": diag,
             "load_avg": list(os.getloadavg()), "cpus": os.cpu_count(),
@@ -272,7 +274,7 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).write_text(text + "\n")
     keys = ("frames_expected", "frames_received", "skipped_frames", "processing_ms", "av_offset_ms",
-            "step_ms", "display_av_ms", "load_avg")
+            "model_ms", "step_ms_diag", "display_av_ms", "load_avg")
     print(json.dumps({k: report[k] for k in keys}, indent=2))
     return 0
 
