@@ -195,49 +195,6 @@ def apply_session_settings(sess, params: dict) -> None:
             anchor=float(params.get("guidance_anchor", g.anchor)))
 
 
-class PlanRunner:
-    """Hands the scheduler's :class:`TickPlan` s to a model session the way ``dystream_node`` does in
-    its timer: reset on a new stream or a clock reset, ``skip`` for skipped frames, silence for the
-    audio of skipped frames, then the plan's audio, then one ``step()`` per due frame."""
-
-    def __init__(self, session):
-        self.session = session
-        self.pushed = 0  # stream-timeline samples handed to the session
-
-    def reset(self) -> None:
-        self.session.reset()
-        self.pushed = 0
-
-    def run(self, plan):
-        """Yields ``(job, frame, step_ms)`` for every due frame of ``plan``."""
-        sess = self.session
-        if plan.reset_reason:
-            self.reset()
-        if plan.idle:
-            return
-        if plan.stream_started:
-            self.reset()
-        if plan.skipped:
-            sess.skip(plan.skipped)
-        if plan.speaker.size:
-            # A plan carries audio only when frames are due (a tick with none returns audio_start 0 and
-            # no samples, which must not move the session's position).
-            gap = plan.audio_start - self.pushed
-            if gap > 0:  # audio of skipped frames: the session discards it
-                z = np.zeros(gap, np.float32)
-                sess.push_audio(speaker=z, listener=z)
-            sess.push_audio(speaker=plan.speaker, listener=plan.listener)
-            self.pushed = plan.audio_start + plan.speaker.size
-        for job in plan.frames:
-            t0 = time.perf_counter()
-            frame = sess.step()
-            step_ms = (time.perf_counter() - t0) * 1000.0
-            if frame is None or int(frame.index) != int(job.index):
-                raise RuntimeError(f"model session out of step: expected frame {job.index}, got "
-                                   f"{None if frame is None else frame.index}")
-            yield job, frame, step_ms
-
-
 def _read_events(bag: bagio.BagReader, speaker: str, listener: str | None) -> list[_Event]:
     topics = [speaker] + ([listener] if listener else [])
     audio = bagio.read_audio(bag, topics)
@@ -266,6 +223,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     Settings not given here come from the node's parameters (``config/default.yaml``, overlaid with
     ``params_file``): checkpoint, profile, reference, seed, device, steps, guidance, the scheduler's.
     """
+    from dystream_ros.runtime.feeder import SessionFeeder
     from dystream_ros.runtime.scheduler import FrameScheduler
 
     t_start = time.perf_counter()
@@ -294,7 +252,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     sched = FrameScheduler(scheduler_config(pipe, params))
     sess = pipe.start_session(load_reference(reference or params.get("reference") or None, pipe), seed=seed)
     apply_session_settings(sess, params)
-    runner = PlanRunner(sess)
+    runner = SessionFeeder(sess)
     threshold = float(params.get("speaking_threshold_db", -45.0))
     frame_ns = sched.config.frame_ns
     spf = sched.config.samples_per_frame

@@ -54,6 +54,7 @@ from std_srvs.srv import Trigger
 
 from dystream_ros.audio import AudioFormatError, decode_pcm
 from dystream_ros.msg import AvatarState, MotionLatent
+from dystream_ros.runtime.feeder import SessionFeeder, SessionOutOfStep
 from dystream_ros.runtime.scheduler import FrameScheduler, SchedulerConfig
 from dystream_ros.srv import SetReference
 
@@ -169,7 +170,7 @@ class DystreamNode(LifecycleNode):
         self._timer = None
         self._wake = None
         self._audio_info: dict[str, object] = {}
-        self._session_pushed = 0
+        self._feeder: SessionFeeder | None = None
         self._pending_session = False
         self._last_idle_ns: int | None = None
         self._idle_image: np.ndarray | None = None
@@ -347,6 +348,7 @@ class DystreamNode(LifecycleNode):
                     f"{e}; using a plain grey placeholder face (set reference:=<image>)")
                 ref = np.full((pipe.image_size, pipe.image_size, 3), 128, np.uint8)
         self._session = pipe.start_session(ref, seed=int(rt["seed"]))
+        self._feeder = SessionFeeder(self._session)
         self._pending_session = True
         self._apply_session_settings()
         self._out_size = int(rt["image_size"]) or int(pipe.image_size)
@@ -378,8 +380,7 @@ class DystreamNode(LifecycleNode):
             self._session.push_audio(speaker=z, listener=z)
             for _ in range(n_warm):
                 self._session.step()
-        self._session.reset()
-        self._session_pushed = 0
+        self._feeder.reset()
 
         # publishers (lifecycle: they publish only while active)
         reliable = rt["output_reliability"] == "reliable"
@@ -410,8 +411,7 @@ class DystreamNode(LifecycleNode):
             rt = self._rt
             with self._lock:
                 self._sched.reset()
-            self._session.reset()
-            self._session_pushed = 0
+            self._feeder.reset()
             self._last_idle_ns = None
             self._audio_info.clear()
             with self._lock:
@@ -474,6 +474,7 @@ class DystreamNode(LifecycleNode):
                     pass
             self._pubs = {}
             self._session = None
+            self._feeder = None
             self._pipe = None
             with self._lock:
                 self._sched = None
@@ -606,51 +607,30 @@ class DystreamNode(LifecycleNode):
                 plan = self._sched.tick(now_ns, wall=wall)
             if jump:
                 self.get_logger().warning(f"{jump}: stream reset (the next audio starts a new one)")
-                self._session.reset()
-                self._session_pushed = 0
+                self._feeder.reset()
             if plan.reset_reason:
                 self.get_logger().warning(
                     f"{plan.reset_reason}: stream reset (the next audio starts a new one)")
-                self._session.reset()
-                self._session_pushed = 0
-            if plan.idle:
-                self._publish_idle(now_ns)
-                return
-            if not plan.frames:  # nothing due this tick: the session's audio position stays where it is
-                return
-            self._apply_session_settings()
-            sess = self._session
             if plan.stream_started:
-                sess.reset()
-                self._session_pushed = 0
                 self.get_logger().info(f"stream started at stamp {self._sched.origin_ns / 1e9:.3f} s")
             if plan.skipped:
-                sess.skip(plan.skipped)
                 self._warn_throttled("skip", f"behind the clock: skipped {plan.skipped} frame(s) "
                                      f"(catch_up_limit={self._rt['catch_up_limit']}; "
                                      f"{self._sched.stats.skipped_frames} in total)")
-            gap = plan.audio_start - self._session_pushed
-            if gap > 0:  # audio of skipped frames: the session discards it
-                z = np.zeros(gap, np.float32)
-                sess.push_audio(speaker=z, listener=z)
-            if plan.speaker.size:
-                sess.push_audio(speaker=plan.speaker, listener=plan.listener)
-            self._session_pushed = plan.audio_start + plan.speaker.size
-            for job in plan.frames:
-                t0 = time.perf_counter()
-                frame = sess.step()
-                step_ms = (time.perf_counter() - t0) * 1000.0
-                if frame is None or frame.index != job.index:
-                    with self._lock:
-                        self._stats.step_errors += 1
-                        self._sched.reset()
-                    sess.reset()
-                    self._session_pushed = 0
-                    self.get_logger().error(
-                        f"model session out of step (expected frame {job.index}, got "
-                        f"{None if frame is None else frame.index}); stream reset")
-                    return
-                self._publish_frame(job, frame, step_ms)
+            self._apply_session_settings()
+            if not self._feeder.prepare(plan):
+                # idle, or nothing due this tick (the session's audio position stays where it is)
+                if plan.idle:
+                    self._publish_idle(now_ns)
+                return
+            try:
+                for job, frame, step_ms in self._feeder.step(plan):
+                    self._publish_frame(job, frame, step_ms)
+            except SessionOutOfStep as e:
+                with self._lock:
+                    self._stats.step_errors += 1
+                    self._sched.reset()
+                self.get_logger().error(f"{e}; stream reset")
 
     def _state_of(self, job) -> int:
         thr = self._rt["speaking_threshold_db"]
@@ -738,8 +718,7 @@ class DystreamNode(LifecycleNode):
                 return response
             with self._lock:
                 self._sched.reset()
-            self._session.reset()
-            self._session_pushed = 0
+            self._feeder.reset()
             self._last_idle_ns = None
         self.get_logger().info("reset: stream cleared; the next audio starts a new stream")
         response.success, response.message = True, "stream reset"
