@@ -243,3 +243,12 @@ def test_torchrun_ddp_two_processes_stay_in_sync(workdir, latents, tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         done = [x for x in _log(out) if x["event"] == "done"][-1]
         assert done["world"] == 2 and done["ranks_in_sync"] is True and done["step"] == 3
+
+
+def test_autoencoder_aux_only_trains_the_motion_encoder_only(workdir, tmp_path):
+    assert _ae(workdir, tmp_path / "pre", 3, "--aux-only") == 0
+    before = load_checkpoint(workdir / "tiny.safetensors").autoencoder.state_dict()
+    st = _state(tmp_path / "pre" / "state.safetensors")
+    for k, v in before.items():
+        moved = not torch.equal(v, st[f"model.ae.{k}"])
+        assert moved == k.startswith("motion."), k

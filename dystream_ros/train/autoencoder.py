@@ -116,6 +116,7 @@ class AELoss(nn.Module):
         self.ae = autoencoder
         self.aux_weight = float(aux_weight)
         self.motion_weight = float(motion_weight)
+        self.aux_only = False
         self.probe = None
         if aux_weight > 0:
             with torch.random.fork_rng(devices=[]):
@@ -125,6 +126,11 @@ class AELoss(nn.Module):
     def forward(
         self, src: torch.Tensor, drv: torch.Tensor, params: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.aux_only:
+            if self.probe is None or params is None:
+                raise ValueError("--aux-only needs ground-truth params and --aux-weight > 0")
+            aux = F.mse_loss(self.probe(self.ae.motion(drv)), params)
+            return aux, {"aux": aux.detach(), "loss": aux.detach(), "l1": aux.detach() * 0}
         out = self.ae.reconstruct(src, drv)
         pred = out["image"]
         moved = F.avg_pool2d((drv - src).abs().mean(1, keepdim=True), 9, stride=1, padding=4)
@@ -180,6 +186,13 @@ def train_autoencoder(args) -> int:
         loss_mod = AELoss(model.autoencoder, cfg.latent_dim, aux, args.motion_weight, args.seed).to(
             info.device
         )
+        if args.aux_only:
+            # Motion-encoder pre-training: articulation probe only, no decoder (synthetic data).
+            loss_mod.aux_only = True
+            for prm in list(model.autoencoder.appearance.parameters()) + list(
+                model.autoencoder.decoder.parameters()
+            ):
+                prm.requires_grad_(False)
         if args.freeze_motion:
             # Keep the motion encoder (and so the latent space) fixed, e.g. while a generator trains on
             # latents it produced; only appearance encoder and decoder learn.
@@ -333,6 +346,11 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0 = default)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors")
+    p.add_argument(
+        "--aux-only",
+        action="store_true",
+        help="pre-train the motion encoder on the articulation probe only (no decoder)",
+    )
     p.add_argument(
         "--freeze-motion",
         action="store_true",
