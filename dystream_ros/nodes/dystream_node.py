@@ -44,7 +44,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -168,7 +168,12 @@ class DystreamNode(LifecycleNode):
         self._pubs: dict[str, object] = {}
         self._subs: list = []
         self._timer = None
-        self._wake = None
+        # The producer thread does the model work; the 40 ms timer and arriving audio only wake it.
+        # Running a ~15 ms step inside an executor callback made rclpy's executor loop spin on the
+        # still-ready timer for the whole step (a busy loop holding the GIL), slowing steps 10-100x.
+        self._wake = threading.Event()
+        self._producer_stop = False
+        self._producer = threading.Thread(target=self._produce_loop, name="dystream_producer", daemon=True)
         self._audio_info: dict[str, object] = {}
         self._feeder: SessionFeeder | None = None
         self._pending_session = False
@@ -433,10 +438,10 @@ class DystreamNode(LifecycleNode):
                         callback_group=self._info_group))
             result = super().on_activate(state)
             self._active = True
-            self._timer = self.create_timer(1.0 / float(self._meta["fps"]), self._on_tick,
+            self._timer = self.create_timer(1.0 / float(self._meta["fps"]), self._wake.set,
                                             callback_group=self._timer_group)
-            # the same producer, woken by audio that completes a due frame (same group: never concurrent)
-            self._wake = self.create_guard_condition(self._on_tick, callback_group=self._timer_group)
+            if not self._producer.is_alive():
+                self._producer.start()
             self._pubs["info"].publish(String(data=json.dumps(self._meta, sort_keys=True)))
             self._state_label = "active"
         self.get_logger().info("active: listening on speaker_audio and listener_audio")
@@ -448,9 +453,6 @@ class DystreamNode(LifecycleNode):
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
-        if self._wake is not None:
-            self.destroy_guard_condition(self._wake)
-            self._wake = None
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
@@ -557,12 +559,8 @@ class DystreamNode(LifecycleNode):
                 return
             res = self._sched.push(channel, dec.samples, dec.sample_rate, raw.stamp_ns,
                                    arrival=arrival, now_ns=now_ns)
-            wake = self._wake if rt["wake_on_audio"] and self._sched.has_due(now_ns) else None
-        if wake is not None:
-            try:
-                wake.trigger()
-            except Exception:  # noqa: BLE001 - destroyed by a concurrent deactivate
-                pass
+            if rt["wake_on_audio"] and self._sched.has_due(now_ns):
+                self._wake.set()  # audio completed a due frame: produce it now, not at the next tick
         if getattr(res, "restamped", False):
             self._warn_throttled(f"restamp:{channel}",
                                  f"{channel}_audio: header.stamp {raw.stamp_ns / 1e9:.3f} s is zero or "
@@ -582,6 +580,31 @@ class DystreamNode(LifecycleNode):
 
     # ==========================================================================================
     # the frame timer
+    def _produce_loop(self) -> None:
+        """The producer thread: one :meth:`_tick` per wake-up (timer tick or a frame made due by audio)."""
+        while not self._producer_stop:
+            self._wake.wait()
+            self._wake.clear()
+            if self._producer_stop:
+                return
+            try:
+                self._on_tick()
+            except Exception as e:  # noqa: BLE001 - keep producing; the error is logged and counted
+                with self._lock:
+                    self._stats.step_errors += 1
+                self.get_logger().error(f"frame production failed: {e!r}")
+
+    def stop_producer(self) -> None:
+        """End the producer thread (node shutdown)."""
+        self._producer_stop = True
+        self._wake.set()
+        if self._producer.is_alive() and threading.current_thread() is not self._producer:
+            self._producer.join(timeout=5.0)
+
+    def destroy_node(self):
+        self.stop_producer()
+        return super().destroy_node()
+
     def _on_tick(self) -> None:
         try:
             self._tick()
@@ -853,7 +876,7 @@ def main(args=None) -> int:
     rc = 0
     try:
         node = DystreamNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         if node.get_parameter("autostart").value:
             node.autostart()

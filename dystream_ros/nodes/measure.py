@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -182,7 +182,7 @@ def run(args) -> dict:
         proc = subprocess.Popen(cmd, env=dict(os.environ))
     rclpy.init()
     node = Measurer(args.namespace)
-    ex = MultiThreadedExecutor(num_threads=2)
+    ex = SingleThreadedExecutor()  # rclpy's MultiThreadedExecutor busy-spins a core while callbacks run
     ex.add_node(node)
     threading.Thread(target=ex.spin, daemon=True).start()
     try:
