@@ -18,10 +18,13 @@ the frame's stamp is in the past of the clock; at most ``catch_up_limit`` per ti
 and counted). Lifecycle: configure loads and warms up the model; activate starts subscriptions and the
 timer; deactivate/cleanup undo them.
 
-Threads: a MultiThreadedExecutor; the frame timer in a mutually exclusive group; audio callbacks in
-groups of their own (one mutually exclusive group per channel, so each channel's chunks are buffered in
-arrival order, while the channels, the timer and the rest run concurrently; buffers under a lock);
-diagnostics and services in a third group.
+Threads: the model work runs on a producer thread of its own, woken by the 40 ms timer and by audio
+that completes a due frame, so executor callbacks stay short (buffers under a lock). ``main`` spins a
+SingleThreadedExecutor: rclpy's MultiThreadedExecutor busy-spins its wait loop, holding the GIL, while
+any callback is in flight, which made model steps 10-100x slower (measured). Callback groups are still
+set for executors that run callbacks concurrently (in-process tests use a MultiThreadedExecutor): the
+timer in a mutually exclusive group, one mutually exclusive group per audio channel (each channel's
+chunks are buffered in arrival order), diagnostics and services in a third group.
 """
 
 from __future__ import annotations
@@ -870,7 +873,7 @@ class DystreamNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    """Spin the node on a MultiThreadedExecutor; SIGINT/SIGTERM shut it down cleanly."""
+    """Spin the node (SingleThreadedExecutor + the producer thread); SIGINT/SIGTERM shut it down cleanly."""
     rclpy.init(args=args)
     node = executor = None
     rc = 0
