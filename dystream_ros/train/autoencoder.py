@@ -36,10 +36,10 @@ from dystream_ros.train.common import (
     all_mean,
     barrier,
     cleanup_distributed,
+    finish_run,
     init_distributed,
     load_state,
     lr_at,
-    ranks_in_sync,
     save_state,
 )
 from dystream_ros.train.data import FrameBank, normalise_params, to_tensor
@@ -300,19 +300,8 @@ def train_autoencoder(args) -> int:
                 export_autoencoder(model, ema, out_dir / "autoencoder.safetensors", step)
             barrier(info)
         bar.close()
-        in_sync = ranks_in_sync(loss_mod, info)
-        if info.main:
-            log.write(
-                event="done",
-                step=step,
-                elapsed_s=round(time.time() - t_start, 1),
-                world=info.world,
-                ranks_in_sync=in_sync,
-            )
-            print(f"autoencoder: {step} steps; checkpoint {out_dir / 'autoencoder.safetensors'}")
-        if not in_sync:
-            raise RuntimeError("DDP ranks ended with different weights")
-        return 0
+        return finish_run(loss_mod, info, log, step, t_start,
+                          f"autoencoder: {step} steps; checkpoint {out_dir / 'autoencoder.safetensors'}")
     finally:
         cleanup_distributed()
 

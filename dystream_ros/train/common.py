@@ -93,6 +93,18 @@ def ranks_in_sync(module: nn.Module, info: DistInfo) -> bool:
     return bool(torch.equal(hi, lo))
 
 
+def finish_run(module: nn.Module, info: DistInfo, log, step: int, t_start: float, summary: str) -> int:
+    """End of a training run: check that all ranks hold the same weights, log it, print ``summary``."""
+    in_sync = ranks_in_sync(module, info)
+    if info.main:
+        log.write(event="done", step=step, elapsed_s=round(time.time() - t_start, 1), world=info.world,
+                  ranks_in_sync=in_sync)
+        print(summary)
+    if not in_sync:
+        raise RuntimeError("DDP ranks ended with different weights")
+    return 0
+
+
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

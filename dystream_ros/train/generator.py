@@ -37,10 +37,10 @@ from dystream_ros.train.common import (
     all_mean,
     barrier,
     cleanup_distributed,
+    finish_run,
     init_distributed,
     load_state,
     lr_at,
-    ranks_in_sync,
     save_state,
 )
 from dystream_ros.train.latents import LatentSet, motion_fingerprint
@@ -309,19 +309,8 @@ def train_generator(args) -> int:
                 export(step)
             barrier(info)
         bar.close()
-        in_sync = ranks_in_sync(trainable, info)
-        if info.main:
-            log.write(
-                event="done",
-                step=step,
-                elapsed_s=round(time.time() - t_start, 1),
-                world=info.world,
-                ranks_in_sync=in_sync,
-            )
-            print(f"generator: {step} steps; pipeline checkpoint {out_dir / 'model.safetensors'}")
-        if not in_sync:
-            raise RuntimeError("DDP ranks ended with different weights")
-        return 0
+        return finish_run(trainable, info, log, step, t_start,
+                          f"generator: {step} steps; pipeline checkpoint {out_dir / 'model.safetensors'}")
     finally:
         cleanup_distributed()
 
