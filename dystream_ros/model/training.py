@@ -87,20 +87,35 @@ def generator_loss(
     """
     cfg = model.cfg
     audio, motion = batch["audio"], batch["motion"]
-    b, t1, d = motion.shape
+    _, t1, d = motion.shape
     t = t1 - 1
     if d != cfg.latent_dim or t < 1:
         raise ValueError(f"motion must be (B, T+1, {cfg.latent_dim}) with T >= 1, got {tuple(motion.shape)}")
     feats = model.audio.encode_sequence(audio, t)  # (B, T, 2, F)
+    loss, drop = flow_matching_loss(cfg, model.generator, model.head, feats, motion, generator)
+    return loss, {"loss": float(loss.detach()), "drop_rate": float(drop.float().mean())}
+
+
+def flow_matching_loss(
+    cfg, transformer, head, feats: torch.Tensor, motion: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training recipe after the audio encoder, shared by :func:`generator_loss` and the trainer.
+
+    feats (B, T, 2, F) fused-audio inputs, motion (B, T+1, D) latents (frame 0 = the first history
+    latent) -> (loss, per-frame CFG drop mask). Noisy history, anchor from the last frames, per-frame CFG
+    dropout, rectified-flow velocity loss with one independent t per frame.
+    """
+    b, t1, d = motion.shape
+    t = t1 - 1
     targets = motion[:, 1:]
     history = corrupt_history(
         motion[:, :-1], cfg.train.history_noise_p, cfg.train.history_noise_max, generator
     )
     anchor = sample_anchor(targets, cfg.train.anchor_last, generator)[:, None].expand(b, t, d)
     drop = cfg_dropout(b, t, cfg.train, generator, motion.device)
-    tokens = model.generator.embed(history, feats, anchor, drop)
-    cond = model.generator(tokens)  # (B, T, Wh)
+    tokens = transformer.embed(history, feats, anchor, drop)
+    cond = transformer(tokens)  # (B, T, Wh)
     x_t, tt, v = flow_interpolant(targets.reshape(b * t, d), generator)
-    pred = model.head(x_t, tt, cond.reshape(b * t, -1))
-    loss = F.mse_loss(pred, v)
-    return loss, {"loss": float(loss.detach()), "drop_rate": float(drop.float().mean())}
+    pred = head(x_t, tt, cond.reshape(b * t, -1))
+    return F.mse_loss(pred, v), drop

@@ -23,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from dystream_ros.model.audio import AudioEncoder
 from dystream_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from dystream_ros.model.dystream import DyStreamModel
-from dystream_ros.model.training import cfg_dropout, corrupt_history, flow_interpolant, sample_anchor
+from dystream_ros.model.training import flow_matching_loss
 from dystream_ros.train.common import (
     EMA,
     JsonLog,
@@ -114,23 +113,11 @@ class GenLoss(nn.Module):
     def forward(
         self, mels: torch.Tensor, motion: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cfg = self.cfg
-        b, t1, d = motion.shape
-        t = t1 - 1
+        t = motion.shape[1] - 1
         feats = encode_mels(self.audio, mels)
         if feats.shape[1] != t:
             raise ValueError(f"mels give {feats.shape[1]} frames, motion {t}")
-        targets = motion[:, 1:]
-        history = corrupt_history(
-            motion[:, :-1], cfg.train.history_noise_p, cfg.train.history_noise_max, generator
-        )
-        anchor = sample_anchor(targets, cfg.train.anchor_last, generator)[:, None].expand(b, t, d)
-        drop = cfg_dropout(b, t, cfg.train, generator, motion.device)
-        tokens = self.generator.embed(history, feats, anchor, drop)
-        cond = self.generator(tokens)
-        x_t, tt, v = flow_interpolant(targets.reshape(b * t, d), generator)
-        pred = self.head(x_t, tt, cond.reshape(b * t, -1))
-        loss = F.mse_loss(pred, v)
+        loss, _ = flow_matching_loss(self.cfg, self.generator, self.head, feats, motion, generator)
         return loss, {"loss": loss.detach()}
 
 
