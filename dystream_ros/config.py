@@ -278,6 +278,8 @@ class AutoencoderConfig:
     ``flow_channels[0]`` x 8 x 8 seed to ``warp_size`` (one x2 stage per further entry); the decoder
     upsamples from ``warp_size`` to ``image_size`` in x2 stages: ``up_channels`` are the channels after
     each stage but the last, which yields RGB (so log2(image_size/warp_size) - 1 entries).
+    The motion encoder reads the image area-downsampled to ``motion_size``², one stride-2 stage per
+    ``motion_channels`` entry (plus a stride-1 conv in the stages listed in ``motion_extra_convs``).
     """
 
     image_size: int = 256
@@ -285,14 +287,18 @@ class AutoencoderConfig:
     app_channels: int = 24
     enc_channels: tuple[int, ...] = (16, 32)
     enc_blocks: int = 2
-    motion_channels: tuple[int, ...] = (16, 32, 64, 128, 128)
+    motion_size: int = 128
+    motion_channels: tuple[int, ...] = (24, 32, 64, 96, 128)
+    motion_extra_convs: tuple[int, ...] = (2, 3)
     flow_channels: tuple[int, ...] = (64, 32, 16, 8)
     refine_channels: int = 24
     refine_blocks: int = 0
     up_channels: tuple[int, ...] = (8,)
 
     def __post_init__(self) -> None:
-        _pos_int(self, "image_size", "warp_size", "app_channels", "enc_blocks", "refine_channels")
+        _pos_int(
+            self, "image_size", "warp_size", "app_channels", "enc_blocks", "refine_channels", "motion_size"
+        )
         _check(
             isinstance(self.refine_blocks, int) and self.refine_blocks >= 0,
             "AutoencoderConfig.refine_blocks",
@@ -328,9 +334,24 @@ class AutoencoderConfig:
             f"needs log2(warp_size/8)+1 = {int(math.log2(max(self.warp_size, 8) // 8)) + 1} entries",
         )
         _check(
-            len(self.motion_channels) >= 1 and self.image_size // 2 ** len(self.motion_channels) >= 4,
+            _is_pow2(self.motion_size) and self.motion_size <= self.image_size,
+            "AutoencoderConfig.motion_size",
+            "must be a power of 2 and <= image_size",
+        )
+        _check(
+            len(self.motion_channels) >= 1 and self.motion_size // 2 ** len(self.motion_channels) >= 2,
             "AutoencoderConfig.motion_channels",
-            "too many stride-2 stages for image_size",
+            "too many stride-2 stages for motion_size",
+        )
+        _check(
+            all(c % 8 == 0 for c in self.motion_channels),
+            "AutoencoderConfig.motion_channels",
+            "must be multiples of 8 (GroupNorm with 8 groups)",
+        )
+        _check(
+            all(isinstance(i, int) and 0 <= i < len(self.motion_channels) for i in self.motion_extra_convs),
+            "AutoencoderConfig.motion_extra_convs",
+            "must be stage indices into motion_channels",
         )
 
 
@@ -442,6 +463,7 @@ def _base() -> ModelConfig:
             app_channels=64,
             enc_channels=(32, 64),
             enc_blocks=3,
+            motion_size=256,
             motion_channels=(32, 64, 128, 256, 512, 512),
             flow_channels=(256, 128, 64, 48, 32),
             refine_channels=64,

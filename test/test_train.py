@@ -35,7 +35,9 @@ TINY = dict(
         "app_channels": 8,
         "enc_channels": [8],
         "enc_blocks": 1,
+        "motion_size": 32,
         "motion_channels": [8, 16, 16],
+        "motion_extra_convs": [1],
         "flow_channels": [16, 8],
         "refine_channels": 8,
         "up_channels": [],
@@ -78,9 +80,12 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 
 def test_autoencoder_loss_drops(workdir, tmp_path):
     assert _ae(workdir, tmp_path / "ae", 40) == 0
-    losses = [r["loss"] for r in _log(tmp_path / "ae") if r["event"] == "train"]
-    assert len(losses) == 40
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    train = [r for r in _log(tmp_path / "ae") if r["event"] == "train"]
+    assert len(train) == 40
+    # the reconstruction term (the standardised articulation probe is noisy at batch 4 on 2 conversations)
+    l1 = [r["l1"] for r in train]
+    assert np.mean(l1[-5:]) < 0.7 * np.mean(l1[:5])
+    assert all(np.isfinite(r["aux"]) for r in train)
     vals = [r for r in _log(tmp_path / "ae") if r["event"] == "val"]
     assert vals and np.isfinite(vals[-1]["psnr"])
 

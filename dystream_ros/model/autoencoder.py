@@ -4,8 +4,9 @@ Shapes: ``B`` batch, ``S`` image size, ``s`` warp (feature) size, ``A`` appearan
 Images are (B, 3, S, S) float in [-1, 1].
 
 - :class:`AppearanceEncoder`: reference image -> appearance features (B, A, s, s), once per reference.
-- :class:`MotionEncoder`: image -> motion latent (B, D) through a global-pooled bottleneck (the latent
-  carries pose and expression; identity stays in the appearance features). ``m0`` = motion of the reference.
+- :class:`MotionEncoder`: image -> motion latent (B, D) through a small normalised conv net and a linear
+  bottleneck (the latent carries pose and expression; identity stays in the appearance features).
+  ``m0`` = motion of the reference.
 - :class:`WarpDecoder`: (m, m0) -> flow net -> dense flow (B, 2, s, s) + occlusion (B, 1, s, s) + blend
   mask; warp the appearance features (grid_sample), mask occluded regions, refine/inpaint with convs
   (also fed the flow net's motion features), upsample (PixelShuffle) to (B, 3, S, S); finally blend
@@ -70,19 +71,31 @@ class AppearanceEncoder(nn.Module):
 
 
 class MotionEncoder(nn.Module):
-    """(B, 3, S, S) -> (B, D): stride-2 convs, global average pool, linear."""
+    """(B, 3, S, S) -> (B, D): area-downsample to ``motion_size``, conv stages, flatten, linear.
+
+    Each stage is a stride-2 3x3 conv + GroupNorm + activation (a second, stride-1 one in the stages of
+    ``motion_extra_convs``), ending at (B, C, r, r) with r = motion_size / 2^stages. The map is flattened,
+    not pooled, so the latent knows *where* things are (mouth vs. brows, head position): with a global
+    average pool and no normalisation the encoder learned the articulation far too slowly to be usable.
+    """
 
     def __init__(self, cfg: AutoencoderConfig, latent_dim: int) -> None:
         super().__init__()
+        self.pool = cfg.image_size // cfg.motion_size
         chans = (3, *cfg.motion_channels)
-        self.convs = nn.ModuleList(_conv(chans[i], chans[i + 1], stride=2) for i in range(len(chans) - 1))
-        self.out = nn.Linear(chans[-1], latent_dim)
+        layers: list[nn.Module] = []
+        for i in range(len(cfg.motion_channels)):
+            c = chans[i + 1]
+            layers += [_conv(chans[i], c, stride=2), nn.GroupNorm(8, c), nn.LeakyReLU(0.2)]
+            if i in cfg.motion_extra_convs:
+                layers += [_conv(c, c), nn.GroupNorm(8, c), nn.LeakyReLU(0.2)]
+        self.stages = nn.Sequential(*layers)
+        side = cfg.motion_size // 2 ** len(cfg.motion_channels)
+        self.out = nn.Linear(chans[-1] * side * side, latent_dim)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        x = img
-        for conv in self.convs:
-            x = _act(conv(x))
-        return self.out(x.mean(dim=(2, 3)))
+        x = F.avg_pool2d(img, self.pool) if self.pool > 1 else img
+        return self.out(self.stages(x).flatten(1))
 
 
 class FlowNet(nn.Module):

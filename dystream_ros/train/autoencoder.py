@@ -110,7 +110,13 @@ class AELoss(nn.Module):
     """Autoencoder (+ optional articulation probe) -> scalar loss; the module DDP wraps."""
 
     def __init__(
-        self, autoencoder: nn.Module, latent_dim: int, aux_weight: float, motion_weight: float, seed: int = 0
+        self,
+        autoencoder: nn.Module,
+        latent_dim: int,
+        aux_weight: float,
+        motion_weight: float,
+        seed: int = 0,
+        param_stats: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()
         self.ae = autoencoder
@@ -122,6 +128,14 @@ class AELoss(nn.Module):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # deterministic init, whatever the global RNG state
                 self.probe = nn.Linear(latent_dim, NUM_PARAMS)
+        # The probe regresses *standardised* articulation: the raw parameters' spreads differ by 5x
+        # (head roll std 0.03 vs lip rounding 0.24 on [0, 1]), and unscaled MSE left the small ones unlearnt.
+        mean, std = param_stats if param_stats is not None else (np.zeros(NUM_PARAMS), np.ones(NUM_PARAMS))
+        self.register_buffer("param_mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("param_std", torch.as_tensor(std, dtype=torch.float32), persistent=False)
+
+    def _aux(self, m: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.probe(m), (params - self.param_mean) / self.param_std)
 
     def forward(
         self, src: torch.Tensor, drv: torch.Tensor, params: torch.Tensor | None
@@ -129,7 +143,7 @@ class AELoss(nn.Module):
         if self.aux_only:
             if self.probe is None or params is None:
                 raise ValueError("--aux-only needs ground-truth params and --aux-weight > 0")
-            aux = F.mse_loss(self.probe(self.ae.motion(drv)), params)
+            aux = self._aux(self.ae.motion(drv), params)
             return aux, {"aux": aux.detach(), "loss": aux.detach(), "l1": aux.detach() * 0}
         out = self.ae.reconstruct(src, drv)
         pred = out["image"]
@@ -145,7 +159,7 @@ class AELoss(nn.Module):
         if self.probe is not None:
             if params is None:
                 raise ValueError("the articulation probe needs ground-truth params (use --aux-weight 0)")
-            aux = F.mse_loss(self.probe(out["m_driving"]), params)
+            aux = self._aux(out["m_driving"], params)
             loss = loss + self.aux_weight * aux
             parts["aux"] = aux.detach()
         parts["loss"] = loss.detach()
@@ -183,9 +197,14 @@ def train_autoencoder(args) -> int:
         size = cfg.autoencoder.image_size
         bank = FrameBank(args.data, size=size, max_conversations=args.max_conversations, keep_audio=False)
         aux = args.aux_weight if bank.has_params else 0.0
-        loss_mod = AELoss(model.autoencoder, cfg.latent_dim, aux, args.motion_weight, args.seed).to(
-            info.device
-        )
+        loss_mod = AELoss(
+            model.autoencoder,
+            cfg.latent_dim,
+            aux,
+            args.motion_weight,
+            args.seed,
+            param_stats=bank.param_stats() if aux > 0 else None,
+        ).to(info.device)
         if args.aux_only:
             # Motion-encoder pre-training: articulation probe only, no decoder (synthetic data).
             loss_mod.aux_only = True

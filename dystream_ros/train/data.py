@@ -96,6 +96,13 @@ class FrameBank:
             self._refs[c] = r
         return r
 
+    def param_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std (13,) of the normalised articulation over every frame of every conversation."""
+        if not self.has_params:
+            raise ValueError(f"{self.root}: no ground-truth articulation (not a `dystream synth` directory)")
+        allp = normalise_params(np.concatenate([c.params for c in self.convs]))
+        return allp.mean(0), np.maximum(allp.std(0), 1e-3)
+
     def params(self, c: int, t: int) -> np.ndarray | None:
         p = self.convs[c].params
         return None if p is None else p[t]
