@@ -257,3 +257,41 @@ def test_autoencoder_aux_only_trains_the_motion_encoder_only(workdir, tmp_path):
     for k, v in before.items():
         moved = not torch.equal(v, st[f"model.ae.{k}"])
         assert moved == k.startswith("motion."), k
+
+
+def test_articulation_probe_targets_are_standardised(workdir):
+    """The probe regresses (params - mean) / std over the training set, so every parameter counts."""
+    from dystream_ros.train.autoencoder import AELoss
+    from dystream_ros.train.data import FrameBank, normalise_params
+
+    bank = FrameBank(workdir / "train", size=32, keep_audio=False)
+    mean, std = bank.param_stats()
+    every = normalise_params(np.concatenate([c.params for c in bank.convs]))
+    np.testing.assert_allclose(mean, every.mean(0), rtol=1e-5, atol=1e-6)
+    assert (std > 0).all() and std.shape == (13,)
+
+    model = build_model(tiny_config(), render=True, seed=0)
+    loss_mod = AELoss(model.autoencoder, 8, 1.0, 0.0, param_stats=(mean, std))
+    params = torch.from_numpy(every[:5])
+    target = (params - torch.from_numpy(mean)) / torch.from_numpy(std)
+    m = torch.randn(5, 8)
+    expected = torch.nn.functional.mse_loss(loss_mod.probe(m), target)
+    assert torch.allclose(loss_mod._aux(m, params), expected)
+    # and not the raw [0, 1] parameters
+    raw = torch.nn.functional.mse_loss(loss_mod.probe(m), params)
+    assert not torch.allclose(loss_mod._aux(m, params), raw)
+
+
+def test_motion_encoder_sees_where_things_are():
+    """The latent is read from the flattened map, not a global pool: moving a patch changes the latent."""
+    from dystream_ros.model.autoencoder import MotionEncoder
+
+    cfg = tiny_config().autoencoder
+    enc = MotionEncoder(cfg, 8).eval()
+    a = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+    b = a.clone()
+    a[..., 4:12, 4:12] = 1.0
+    b[..., 20:28, 20:28] = 1.0  # same patch, other place: a global average pool would see ~the same
+    with torch.no_grad():
+        assert (enc(a) - enc(b)).abs().max() > 1e-3
+        assert enc(a).shape == (1, 8)
