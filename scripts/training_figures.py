@@ -28,7 +28,7 @@ def autoencoder_figure(checkpoint: str, data: str, out: str, pairs: int, seed: i
     torch.set_num_threads(1)
     model = load_checkpoint(checkpoint, render=True)
     bank = FrameBank(data, size=model.cfg.autoencoder.image_size, keep_audio=False)
-    src, drv = validation_pairs(bank, pairs, seed=seed)
+    src, drv, _ = validation_pairs(bank, pairs, seed=seed)
     pred = validate(model.autoencoder, src, drv)["pred"]
     scores = psnr(pred, drv)
     fig, axes = plt.subplots(pairs, 3, figsize=(7.5, 2.5 * pairs))

@@ -202,6 +202,12 @@ def test_settings_validation(pipe):
         sess.guidance = (1.0, 1.0, 1.0)
     sess.guidance = Guidance(speaker=2.0, listener=0.0, anchor=1.0)
     assert sess.guidance.anchor == 1.0
+    assert sess.temperature == pipe.config.sampler.temperature
+    for bad in (-0.1, 2.5, float("nan"), True, "1"):
+        with pytest.raises(ValueError):
+            sess.temperature = bad
+    sess.temperature = 1
+    assert sess.temperature == 1.0
 
 
 def test_steps_and_guidance_change_output(pipe):
@@ -217,6 +223,22 @@ def test_steps_and_guidance_change_output(pipe):
     base = latents()
     assert not np.allclose(base, latents(steps=2))
     assert not np.allclose(base, latents(guidance=Guidance(0.0, 0.0, 0.0)))
+    assert not np.allclose(base, latents(temperature=1.0))
+
+
+def test_temperature_scales_the_starting_noise(pipe):
+    """Temperature 0 starts every frame's flow at the same point, so the seed no longer matters; any
+    other temperature keeps frames seed-dependent."""
+    spk, lis = _audio(0.6)
+
+    def latents(seed, t):
+        sess = pipe.start_session(face(1), seed=seed)
+        sess.temperature = t
+        sess.push_audio(speaker=spk, listener=lis)
+        return np.stack([sess.step().latent for _ in range(4)])
+
+    np.testing.assert_array_equal(latents(0, 0.0), latents(7, 0.0))
+    assert not np.allclose(latents(0, 0.5), latents(7, 0.5))
 
 
 def test_bad_inputs(pipe):

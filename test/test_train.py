@@ -295,3 +295,49 @@ def test_motion_encoder_sees_where_things_are():
     with torch.no_grad():
         assert (enc(a) - enc(b)).abs().max() > 1e-3
         assert enc(a).shape == (1, 8)
+
+
+def test_mouth_box_holds_the_mouth_and_follows_the_head():
+    """The renderer's mouth box (the decoder's --mouth-weight region) holds the open mouth: the pixels that
+    turn into its dark inside or its teeth when the jaw opens (the chin below moves too, outside)."""
+    from dystream_ros.data.face import Articulation, FaceRenderer, identity_from_seed
+
+    for seed in (0, 3, 5):
+        r = FaceRenderer(identity_from_seed(seed), 256)
+        centres = []
+        for yaw, pitch, roll in ((-0.4, 0.2, 0.1), (0.4, -0.2, -0.2)):
+            pose = dict(head_yaw=yaw, head_pitch=pitch, head_roll=roll)
+            shut = Articulation(lip_close=1.0, **pose)
+            wide = Articulation(jaw_open=1.0, lip_spread=1.0, **pose)
+            a, b = r.render(wide).astype(int), r.render(shut).astype(int)
+            red, green, blue = a[..., 0], a[..., 1], a[..., 2]
+            dark_inside = (red - green > 25) & (red < 140) & (green < 70)
+            teeth = (a.min(-1) > 185) & (np.abs(red - blue) < 40)
+            opened = (np.abs(a - b).max(-1) > 12) & (dark_inside | teeth)
+            x0, y0, x1, y1 = r.mouth_box(wide)
+            assert r.mouth_box(shut) == (x0, y0, x1, y1)  # depends on the pose only
+            ys, xs = np.nonzero(opened)
+            inside = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+            assert len(xs) > 300 and inside.mean() > 0.95, (seed, yaw, inside.mean())
+            assert (x1 - x0) * (y1 - y0) < 0.08 * 256 * 256
+            centres.append(((x0 + x1) / 2, (y0 + y1) / 2))
+        assert centres[1][0] - centres[0][0] > 10  # follows the yaw
+
+
+def test_mouth_weight_up_weights_the_mouth_box(workdir, tmp_path):
+    from dystream_ros.train.autoencoder import AELoss, box_mask
+
+    model = build_model(tiny_config(), render=True, seed=0)
+    img = torch.zeros(2, 3, 32, 32)
+    boxes = torch.tensor([[4.0, 8.0, 12.0, 16.0], [0.0, 0.0, 32.0, 3.0]])  # pixel centres at +0.5
+    mask = box_mask(boxes, 32)
+    assert mask[0, 0].sum() == 8 * 8 and mask[0, 0, 8:16, 4:12].all()
+    assert mask[1, 0].sum() == 3 * 32
+    w = AELoss(model.autoencoder, 8, 0.0, 0.0, mouth_weight=20.0).pixel_weights(img, img, boxes)
+    assert torch.equal(w, 1.0 + 20.0 * mask)
+    with pytest.raises(ValueError, match="mouth boxes"):
+        AELoss(model.autoencoder, 8, 0.0, 0.0, mouth_weight=20.0).pixel_weights(img, img, None)
+    # Through the command line: the held-out validation reports the PSNR inside the mouth box.
+    assert _ae(workdir, tmp_path / "m", 3, "--mouth-weight", "20", "--val-every", "3") == 0
+    (val,) = [r for r in _log(tmp_path / "m") if r["event"] == "val"]
+    assert np.isfinite(val["mouth_psnr"]) and val["mouth_psnr"] != val["psnr"]

@@ -760,6 +760,26 @@ class FaceRenderer:
         shade = cv2.resize(shade, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
         return cv2.multiply(img, shade, scale=1.0 / 128.0)
 
+    def mouth_box(self, art: Articulation) -> tuple[float, float, float, float]:
+        """Pixel box (x0, y0, x1, y1) holding the lips and the widest opening of ``art``'s head pose.
+
+        The box is fixed in head units (centred where :meth:`_mouth` draws, tall enough for the jaw
+        fully open and the lower lip below it) and projected with the frame's pose, so it follows the
+        head; it does not depend on the mouth's own articulation. Used to weight training losses.
+        """
+        art = art.clipped()
+        idt = self.id
+        pose = _Pose(self.size, art.head_yaw, art.head_pitch, art.head_roll)
+        mv = 0.78 * idt.face_length
+        hw = 0.36 * idt.mouth_width * 1.36 + 0.06  # widest spread/smile + the corners
+        u = np.array([-hw, 0.0, hw, -hw, 0.0, hw])
+        v = np.array([mv - 0.16] * 3 + [mv + 0.46] * 3)  # upper lip ... open jaw + lower lip
+        z = _surface_depth(u, v) + 0.06
+        px = pose.project(u, v, z, np.zeros_like(u))
+        x0, y0 = px.min(0)
+        x1, y1 = px.max(0)
+        return float(x0), float(y0), float(x1), float(y1)
+
     # -- articulated parts ----------------------------------------------------------------------
     def _outline(self, art: Articulation, n: int = 64):
         """Face outline (u, v, z) in head units, with the jaw dropped by ``jaw_open``."""

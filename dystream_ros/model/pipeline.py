@@ -140,6 +140,7 @@ class Session:
         self._cfg = cfg
         self.seed = int(seed)
         self._steps = cfg.sampler.steps
+        self._temperature = float(cfg.sampler.temperature)
         self._guidance = Guidance(
             cfg.sampler.guidance_speaker, cfg.sampler.guidance_listener, cfg.sampler.guidance_anchor
         )
@@ -158,6 +159,17 @@ class Session:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= 10:
             raise ValueError(f"steps must be an int in 1..10, got {n!r}")
         self._steps = int(n)
+
+    @property
+    def temperature(self) -> float:
+        """Scale of the flow's starting noise (SamplerConfig.temperature), in [0, 2]."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, t: float) -> None:
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 <= float(t) <= 2.0:
+            raise ValueError(f"temperature must be a number in [0, 2], got {t!r}")
+        self._temperature = float(t)
 
     @property
     def guidance(self) -> Guidance:
@@ -267,7 +279,7 @@ class Session:
         )
         t2 = time.perf_counter()
         g = torch.Generator().manual_seed(frame_seed(self.seed, n))
-        noise = torch.randn(1, self._cfg.latent_dim, generator=g).to(dev)
+        noise = (torch.randn(1, self._cfg.latent_dim, generator=g) * self._temperature).to(dev)
         latent = be.sample(noise, cond, coef.to(dev), self._steps)
         t3 = time.perf_counter()
         image = None

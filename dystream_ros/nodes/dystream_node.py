@@ -237,7 +237,7 @@ class DystreamNode(LifecycleNode):
             with self._lock:
                 if self._sched is not None:
                     self._sched.update(**self._scheduler_runtime())
-                if {"steps", "guidance_speaker", "guidance_listener", "guidance_anchor"} & set(updates):
+                if {"steps", "temperature", "guidance_speaker", "guidance_listener", "guidance_anchor"} & set(updates):
                     self._pending_session = True
             self.get_logger().info("parameters updated: " + ", ".join(f"{k}={v}" for k, v in updates.items()))
         return SetParametersResult(successful=True)
@@ -251,7 +251,7 @@ class DystreamNode(LifecycleNode):
                     max_stamp_skew_s=float(rt["max_stamp_skew_s"]))
 
     def _apply_session_settings(self) -> None:
-        """Steps and guidance weights -> the model session (timer thread, session lock held)."""
+        """Steps, temperature and guidance weights -> the model session (timer thread, session lock held)."""
         with self._lock:
             pending, self._pending_session = self._pending_session, False
         if not pending or self._session is None:
@@ -259,6 +259,7 @@ class DystreamNode(LifecycleNode):
         rt = self._rt
         try:
             self._session.steps = int(rt["steps"])
+            self._session.temperature = float(rt["temperature"])
             self._session.guidance = dataclasses.replace(
                 self._session.guidance, speaker=float(rt["guidance_speaker"]),
                 listener=float(rt["guidance_listener"]), anchor=float(rt["guidance_anchor"]))

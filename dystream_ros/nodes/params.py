@@ -115,6 +115,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("guidance_listener", 0.5, "classifier-free guidance weight of the listener audio", lo=0.0, hi=20.0),
     Spec("guidance_anchor", 0.0, "classifier-free guidance weight of the anchor (reference motion)",
          lo=0.0, hi=20.0),
+    Spec("temperature", 0.5, "scale of the flow's starting noise: 1 = full variety, lower = closer to the "
+         "most likely motion (sharper lip-sync)", lo=0.0, hi=2.0),
     Spec("catch_up_limit", 8, "most frames produced per 40 ms tick; older due frames are skipped and "
          "counted. Keep it above (listener_wait_ms + 40) / 40 so frames that waited for a late channel "
          "are not skipped when it resumes", lo=1, hi=10000),

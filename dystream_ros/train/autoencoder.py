@@ -44,16 +44,17 @@ from dystream_ros.train.common import (
 )
 from dystream_ros.train.data import FrameBank, normalise_params, to_tensor
 
-__all__ = ["AELoss", "psnr", "sample_pairs", "train_autoencoder", "validation_pairs", "validate"]
+__all__ = ["AELoss", "box_mask", "psnr", "sample_pairs", "train_autoencoder", "validation_pairs", "validate"]
 
 NUM_PARAMS = 13
 
 
 def sample_pairs(
     bank: FrameBank, rng: np.random.Generator, batch: int, ref_fraction: float = 0.5
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``batch`` (source, driving) uint8 pairs and the driving frames' normalised articulation."""
-    src, drv, par = [], [], []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``batch`` (source, driving) uint8 pairs, the driving frames' normalised articulation and mouth
+    boxes (B, 4) in pixels; articulation and boxes are None unless the data is synthetic."""
+    src, drv, par, box = [], [], [], []
     for _ in range(batch):
         c = int(rng.integers(len(bank)))
         n = bank.num_frames(c)
@@ -66,19 +67,34 @@ def sample_pairs(
         drv.append(bank.frame(c, t))
         p = bank.params(c, t)
         par.append(None if p is None else normalise_params(p))
+        box.append(bank.mouth_box(c, t))
     params = None if any(p is None for p in par) else np.stack(par)
-    return np.stack(src), np.stack(drv), params
+    boxes = None if any(b is None for b in box) else np.stack(box)
+    return np.stack(src), np.stack(drv), params, boxes
 
 
-def validation_pairs(bank: FrameBank, count: int, seed: int = 1234) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed (reference, frame) pairs for PSNR: ``count`` frames spread over the conversations."""
+def validation_pairs(
+    bank: FrameBank, count: int, seed: int = 1234
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Fixed (reference, frame) pairs for PSNR: ``count`` frames spread over the conversations, and the
+    frames' mouth boxes (None unless synthetic)."""
     rng = np.random.default_rng(seed)
-    src, drv = [], []
+    src, drv, box = [], [], []
     for i in range(count):
         c = i % len(bank)
+        t = int(rng.integers(bank.num_frames(c)))
         src.append(bank.reference(c))
-        drv.append(bank.frame(c, int(rng.integers(bank.num_frames(c)))))
-    return np.stack(src), np.stack(drv)
+        drv.append(bank.frame(c, t))
+        box.append(bank.mouth_box(c, t))
+    return np.stack(src), np.stack(drv), None if any(b is None for b in box) else np.stack(box)
+
+
+def box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel boxes (B, 4) as (x0, y0, x1, y1) -> (B, 1, size, size) float mask, 1 on pixel centres inside."""
+    c = torch.arange(size, dtype=torch.float32, device=boxes.device) + 0.5
+    inx = (c >= boxes[:, 0:1]) & (c <= boxes[:, 2:3])  # (B, S)
+    iny = (c >= boxes[:, 1:2]) & (c <= boxes[:, 3:4])
+    return (iny[:, :, None] & inx[:, None, :]).float()[:, None]
 
 
 def psnr(pred_u8: np.ndarray, target_u8: np.ndarray) -> np.ndarray:
@@ -93,8 +109,11 @@ def _to_u8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def validate(ae: nn.Module, src: np.ndarray, drv: np.ndarray, batch: int = 16) -> dict[str, Any]:
-    """PSNR of ``ae`` reconstructing ``drv`` from ``src`` (uint8 arrays); returns mean/min and images."""
+def validate(
+    ae: nn.Module, src: np.ndarray, drv: np.ndarray, boxes: np.ndarray | None = None, batch: int = 16
+) -> dict[str, Any]:
+    """PSNR of ``ae`` reconstructing ``drv`` from ``src`` (uint8 arrays): mean/min, and with mouth boxes
+    (B, 4) also ``mouth_psnr`` (mean over the pairs of the PSNR inside each box); plus the images."""
     ae.eval()
     dev = next(ae.parameters()).device
     outs = []
@@ -103,7 +122,13 @@ def validate(ae: nn.Module, src: np.ndarray, drv: np.ndarray, batch: int = 16) -
         outs.append(_to_u8(out["image"]))
     pred = np.concatenate(outs)
     p = psnr(pred, drv)
-    return {"psnr": float(p.mean()), "psnr_min": float(p.min()), "pred": pred}
+    res = {"psnr": float(p.mean()), "psnr_min": float(p.min()), "pred": pred}
+    if boxes is not None:
+        m = box_mask(torch.from_numpy(boxes), drv.shape[1])[:, 0].numpy().astype(bool)  # (B, S, S)
+        d = pred.astype(np.float64) - drv.astype(np.float64)
+        mse = np.array([(d[i][m[i]] ** 2).mean() for i in range(len(d))])
+        res["mouth_psnr"] = float((10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-10))).mean())
+    return res
 
 
 class AELoss(nn.Module):
@@ -116,12 +141,14 @@ class AELoss(nn.Module):
         aux_weight: float,
         motion_weight: float,
         seed: int = 0,
+        mouth_weight: float = 0.0,
         param_stats: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()
         self.ae = autoencoder
         self.aux_weight = float(aux_weight)
         self.motion_weight = float(motion_weight)
+        self.mouth_weight = float(mouth_weight)
         self.aux_only = False
         self.probe = None
         if aux_weight > 0:
@@ -137,9 +164,25 @@ class AELoss(nn.Module):
     def _aux(self, m: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(self.probe(m), (params - self.param_mean) / self.param_std)
 
+    def pixel_weights(self, src: torch.Tensor, drv: torch.Tensor, mouth: torch.Tensor | None) -> torch.Tensor:
+        """(B, 1, S, S) L1 weights: 1 + motion_weight * (smoothed |drv - src|) + mouth_weight * mouth box."""
+        moved = F.avg_pool2d((drv - src).abs().mean(1, keepdim=True), 9, stride=1, padding=4)
+        w = 1.0 + self.motion_weight * moved
+        if self.mouth_weight > 0:
+            # The mouth is ~2 % of the frame: without this the decoder draws openings and teeth weakly.
+            if mouth is None:
+                raise ValueError("--mouth-weight needs mouth boxes (synthetic data from `dystream synth`)")
+            w = w + self.mouth_weight * box_mask(mouth, drv.shape[-1])
+        return w
+
     def forward(
-        self, src: torch.Tensor, drv: torch.Tensor, params: torch.Tensor | None
+        self,
+        src: torch.Tensor,
+        drv: torch.Tensor,
+        params: torch.Tensor | None,
+        mouth: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """src/drv (B, 3, S, S), params (B, 13) normalised or None, mouth boxes (B, 4) pixels or None."""
         if self.aux_only:
             if self.probe is None or params is None:
                 raise ValueError("--aux-only needs ground-truth params and --aux-weight > 0")
@@ -147,8 +190,7 @@ class AELoss(nn.Module):
             return aux, {"aux": aux.detach(), "loss": aux.detach(), "l1": aux.detach() * 0}
         out = self.ae.reconstruct(src, drv)
         pred = out["image"]
-        moved = F.avg_pool2d((drv - src).abs().mean(1, keepdim=True), 9, stride=1, padding=4)
-        w = 1.0 + self.motion_weight * moved
+        w = self.pixel_weights(src, drv, mouth)
         l1 = ((pred - drv).abs() * w).mean() / w.mean()
         ms = sum(F.l1_loss(F.avg_pool2d(pred, k), F.avg_pool2d(drv, k)) for k in (2, 4)) / 2.0
         gx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
@@ -204,6 +246,7 @@ def train_autoencoder(args) -> int:
             args.motion_weight,
             args.seed,
             param_stats=bank.param_stats() if aux > 0 else None,
+            mouth_weight=args.mouth_weight,
         ).to(info.device)
         if args.aux_only:
             # Motion-encoder pre-training: articulation probe only, no decoder (synthetic data).
@@ -260,7 +303,7 @@ def train_autoencoder(args) -> int:
         best = -math.inf
         while step < args.steps:
             rng = np.random.default_rng([args.seed, info.rank, step])
-            src, drv, par = sample_pairs(bank, rng, args.batch, args.ref_fraction)
+            src, drv, par, box = sample_pairs(bank, rng, args.batch, args.ref_fraction)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args.lr, args.warmup, args.steps)
             ddp.train()
@@ -268,6 +311,7 @@ def train_autoencoder(args) -> int:
                 to_tensor(src, info.device),
                 to_tensor(drv, info.device),
                 None if par is None or aux == 0 else torch.from_numpy(par).to(info.device),
+                None if box is None or args.mouth_weight == 0 else torch.from_numpy(box).to(info.device),
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -299,14 +343,17 @@ def train_autoencoder(args) -> int:
                 ema.copy_to(ev)
                 res = validate(ev, *val)
                 best = max(best, res["psnr"])
+                mouth = {"mouth_psnr": res["mouth_psnr"]} if "mouth_psnr" in res else {}
                 log.write(
                     event="val",
                     step=step,
                     psnr=res["psnr"],
                     psnr_min=res["psnr_min"],
+                    **mouth,
                     elapsed_s=round(time.time() - t_start, 1),
                 )
-                bar.write(f"step {step}: held-out PSNR {res['psnr']:.2f} dB (min {res['psnr_min']:.2f})")
+                extra = f", mouth {res['mouth_psnr']:.2f}" if mouth else ""
+                bar.write(f"step {step}: held-out PSNR {res['psnr']:.2f} dB (min {res['psnr_min']:.2f}{extra})")
             if info.main and (step % args.save_every == 0 or last):
                 save_state(
                     state_path,
@@ -344,6 +391,12 @@ def add_arguments(p) -> None:
         help="weight of the articulation probe on the latent (synthetic data only; 0 = off)",
     )
     p.add_argument("--motion-weight", type=float, default=10.0, help="L1 up-weighting of regions that moved")
+    p.add_argument(
+        "--mouth-weight",
+        type=float,
+        default=0.0,
+        help="L1 up-weighting of the mouth box (synthetic data; the renderer knows where the mouth is)",
+    )
     p.add_argument("--ref-fraction", type=float, default=0.5, help="share of sources that are the reference")
     p.add_argument("--max-conversations", type=int, default=None)
     p.add_argument("--val-pairs", type=int, default=48)

@@ -103,6 +103,13 @@ class FrameBank:
         allp = normalise_params(np.concatenate([c.params for c in self.convs]))
         return allp.mean(0), np.maximum(allp.std(0), 1e-3)
 
+    def mouth_box(self, c: int, t: int) -> np.ndarray | None:
+        """Pixel box (x0, y0, x1, y1) of the mouth in frame ``t`` of ``c`` (synthetic data), else None."""
+        conv = self.convs[c]
+        if conv.params is None or conv.identity is None:
+            return None
+        return np.array(self._renderer(c).mouth_box(Articulation.from_array(conv.params[t])), np.float32)
+
     def params(self, c: int, t: int) -> np.ndarray | None:
         p = self.convs[c].params
         return None if p is None else p[t]

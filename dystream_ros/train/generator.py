@@ -212,10 +212,12 @@ def train_generator(args) -> int:
             "world": info.world,
             "config": model.cfg.to_dict(),
         }
-        sampler = None
+        sampler = {}
         if args.guidance is not None:
             gs, gl, ga = args.guidance
-            sampler = {"guidance_speaker": gs, "guidance_listener": gl, "guidance_anchor": ga}
+            sampler.update(guidance_speaker=gs, guidance_listener=gl, guidance_anchor=ga)
+        if args.temperature is not None:
+            sampler["temperature"] = args.temperature
 
         def export(step_: int) -> None:
             export_model(
@@ -332,6 +334,12 @@ def add_arguments(p) -> None:
         default=None,
         metavar=("SPEAKER", "LISTENER", "ANCHOR"),
         help="guidance weights written into the exported config (default: the profile's)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature written into the exported config (default: the profile's)",
     )
     p.add_argument("--max-conversations", type=int, default=None)
     p.add_argument("--val-windows", type=int, default=32)
