@@ -303,9 +303,9 @@ class AutoencoderConfig:
     motion_size: int = 128
     motion_channels: tuple[int, ...] = (24, 32, 64, 96, 128)
     motion_extra_convs: tuple[int, ...] = (2, 3)
-    flow_channels: tuple[int, ...] = (64, 32, 16, 8)
+    flow_channels: tuple[int, ...] = (128, 64, 32, 16)
     refine_channels: int = 24
-    refine_blocks: int = 0
+    refine_blocks: int = 1
     up_channels: tuple[int, ...] = (8,)
 
     def __post_init__(self) -> None:

@@ -13,7 +13,11 @@ What must agree, and why it may not (asserted exactly where it can be):
   only the frames before it are compared. A channel whose audio arrives later than its wait is
   replaced by silence (the node's rule for a lost mic); with the default 200 ms wait a loaded machine
   can delay a DDS delivery that long, so this test raises the waits to 1 s (the offline replay uses the
-  same parameter file, so both follow the same rule). The tolerance only covers floating-point
+  same parameter file, so both follow the same rule). The audio subscriptions are reliable here
+  (``input_qos: reliable``): with the default best-effort ones a message lost on a loaded machine is
+  (rightly) counted as silence, and the live run would then differ from the bag; the player waits for
+  its last messages to be acknowledged before it exits (a message published just before the
+  publisher was destroyed once went missing this way). The tolerance only covers floating-point
   reduction order between two processes; in practice the latents are bit-identical.
 * Message size must not matter (frames are counted in audio time): 20 ms and 64 ms messages. With
   64 ms the timer regularly finds no frame due, which once shifted the node's session audio (fixed in
@@ -49,7 +53,8 @@ def test_live_replay_matches_offline(repo, tmp_path, chunk_ms):
 
     params = tmp_path / "latents_only.yaml"
     params.write_text("/**:\n  ros__parameters:\n    render: false\n    publish_image: false\n"
-                      "    idle_publish_hz: 0.0\n    speaker_wait_ms: 1000.0\n    listener_wait_ms: 1000.0\n")
+                      "    idle_publish_hz: 0.0\n    speaker_wait_ms: 1000.0\n    listener_wait_ms: 1000.0\n"
+                      "    input_qos: reliable\n")
     out = tmp_path / "live"
     cmd = [sys.executable, "-m", "dystream_ros.cli", "demo", "--out", str(out), "--seconds", str(SECONDS),
            "--chunk-ms", str(chunk_ms), "--checkpoint", "random", "--seed", "5", "--params-file", str(params),

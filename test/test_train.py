@@ -341,3 +341,35 @@ def test_mouth_weight_up_weights_the_mouth_box(workdir, tmp_path):
     assert _ae(workdir, tmp_path / "m", 3, "--mouth-weight", "20", "--val-every", "3") == 0
     (val,) = [r for r in _log(tmp_path / "m") if r["event"] == "val"]
     assert np.isfinite(val["mouth_psnr"]) and val["mouth_psnr"] != val["psnr"]
+
+
+def test_init_motion_copies_the_motion_encoder_only(workdir, tmp_path):
+    """--init-motion: a decoder of another design on an existing motion encoder (same latent space)."""
+    from dystream_ros.train.autoencoder import copy_motion_encoder
+    from dystream_ros.train.latents import motion_fingerprint
+
+    src = build_model(tiny_config(), render=True, seed=0)
+    other = tiny_config().replace(autoencoder={"flow_channels": (32, 16), "refine_blocks": 2})
+    dst = build_model(other, render=True, seed=1)
+    flow_before = {k: v.clone() for k, v in dst.autoencoder.decoder.state_dict().items()}
+    assert motion_fingerprint(src) != motion_fingerprint(dst)
+    copy_motion_encoder(src, dst)
+    assert motion_fingerprint(src) == motion_fingerprint(dst)
+    for k, v in dst.autoencoder.decoder.state_dict().items():
+        assert torch.equal(v, flow_before[k]), k
+    wrong = build_model(tiny_config().replace(autoencoder={"motion_channels": (8, 16, 32)}), render=True)
+    with pytest.raises(ValueError, match="motion_channels"):
+        copy_motion_encoder(wrong, dst)
+    # Through the command line, on the lite profile: the exported autoencoder keeps the motion encoder.
+    lite = build_model(load_profile("lite"), render=False, seed=3)
+    save_checkpoint(lite, tmp_path / "motion.safetensors")
+    assert cli([
+        "train", "autoencoder", "--data", str(workdir / "train"), "--init-motion",
+        str(tmp_path / "motion.safetensors"), "--freeze-motion", "--aux-weight", "0", "--out",
+        str(tmp_path / "dec"), "--steps", "1", "--batch", "1", "--threads", "1",
+    ]) == 0  # fmt: skip
+    out = load_checkpoint(tmp_path / "dec" / "autoencoder.safetensors")
+    assert motion_fingerprint(out) == motion_fingerprint(lite)
+    with pytest.raises(ValueError, match="exclusive"):
+        cli(["train", "autoencoder", "--data", str(workdir / "train"), "--out", str(tmp_path / "x"),
+             "--init", str(tmp_path / "motion.safetensors"), "--init-motion", str(tmp_path / "motion.safetensors")])

@@ -13,7 +13,9 @@ every audio topic of the bag plus audio_common ``audio_info`` topics), ``rate`` 
 (false), ``clock_hz`` (200), ``restamp`` (true unless clock), ``start_delay_s`` (0.5),
 ``wait_for_subscribers`` (0: start at once; N: wait until every topic has N matched subscribers),
 ``wait_timeout_s`` (60), ``loop`` (false), ``reliable`` (true: reliable publishers; false: best
-effort). Topic names can be remapped with ``--ros-args -r /dystream/speaker_audio:=/robot/tts_audio``.
+effort), ``linger_s`` (1.0: after the last message, wait for reliable subscribers to acknowledge
+everything, then keep the publishers alive this long for best-effort ones, which send no
+acknowledgement: destroying a publisher right after its last ``publish`` can lose that message). Topic names can be remapped with ``--ros-args -r /dystream/speaker_audio:=/robot/tts_audio``.
 Types whose Python messages are not installed (audio_common_msgs in the PyPI environment) are
 converted to ``dystream_ros/AudioChunk`` (pcm_f32le, original rate) with a warning.
 """
@@ -57,11 +59,14 @@ class BagPlayer(Node):
         self.wait_subs = int(p("wait_for_subscribers", 0).value)
         self.wait_timeout = float(p("wait_timeout_s", 60.0).value)
         self.loop = bool(p("loop", False).value)
+        self.linger = float(p("linger_s", 1.0).value)
         reliable = bool(p("reliable", True).value)
         if not bag:
             raise ValueError("no bag given: dystream_bag_player BAG or --ros-args -p bag:=BAG")
         if self.rate <= 0:
             raise ValueError("rate must be > 0")
+        if not 0.0 <= self.linger <= 60.0:
+            raise ValueError("linger_s must be in [0, 60]")
         reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=reliability)
         self.items: list[tuple[int, str, object]] = []  # (log ns, topic, rclpy message)
@@ -139,6 +144,22 @@ class BagPlayer(Node):
                 break
         return sent
 
+    def drain(self) -> bool:
+        """Let the last messages reach the subscribers before the publishers go away.
+
+        Reliable subscribers acknowledge (``wait_for_all_acked``, up to ``linger_s``); best-effort ones
+        cannot, so the publishers then stay alive for ``linger_s`` more. Returns False (and warns) if a
+        reliable subscriber had not acknowledged everything in time."""
+        from rclpy.duration import Duration
+
+        acked = True
+        for topic, pub in self.pubs.items():
+            if not pub.wait_for_all_acked(Duration(nanoseconds=int(self.linger * 1e9))):
+                acked = False
+                self.get_logger().warning(f"{topic}: not every message was acknowledged in {self.linger} s")
+        time.sleep(self.linger)
+        return acked
+
     def _play_once(self) -> int:
         if not self.items:
             return 0
@@ -198,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         node = BagPlayer(args.bag)
         t0 = time.monotonic()
         sent = node.play()
+        node.drain()
         node.get_logger().info(f"done: {sent} messages in {time.monotonic() - t0:.1f} s")
         print(f"bag_player: done {sent} messages", flush=True)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -44,7 +44,7 @@ from dystream_ros.train.common import (
 )
 from dystream_ros.train.data import FrameBank, normalise_params, to_tensor
 
-__all__ = ["AELoss", "box_mask", "psnr", "sample_pairs", "train_autoencoder", "validation_pairs", "validate"]
+__all__ = ["AELoss", "box_mask", "copy_motion_encoder", "psnr", "sample_pairs", "train_autoencoder", "validation_pairs", "validate"]
 
 NUM_PARAMS = 13
 
@@ -209,11 +209,33 @@ class AELoss(nn.Module):
 
 
 def _build(args) -> tuple[DyStreamModel, ModelConfig]:
+    if args.init and args.init_motion:
+        raise ValueError("--init and --init-motion are exclusive (--init already holds a motion encoder)")
     if args.init:
         model = load_checkpoint(args.init, render=True)
         return model.train(), model.cfg
     cfg = load_profile(args.profile)
-    return build_model(cfg, render=True, seed=args.seed), cfg
+    model = build_model(cfg, render=True, seed=args.seed)
+    if args.init_motion:
+        copy_motion_encoder(load_checkpoint(args.init_motion, render=False), model)
+    return model, cfg
+
+
+_MOTION_FIELDS = ("image_size", "motion_size", "motion_channels", "motion_extra_convs")
+
+
+def copy_motion_encoder(src: DyStreamModel, dst: DyStreamModel) -> None:
+    """Put ``src``'s motion encoder (and so its latent space) into ``dst``; every name and shape must match.
+
+    Lets a decoder of a new design train on a motion encoder (and latents, and a generator) that exist.
+    """
+    a, b = src.cfg.autoencoder, dst.cfg.autoencoder
+    diff = [f for f in _MOTION_FIELDS if getattr(a, f) != getattr(b, f)]
+    if src.cfg.latent_dim != dst.cfg.latent_dim:
+        diff.append("latent_dim")
+    if diff:
+        raise ValueError(f"--init-motion: the checkpoint's motion encoder differs from the profile's in {diff}")
+    dst.autoencoder.motion.load_state_dict(src.autoencoder.motion.state_dict(), strict=True)
 
 
 def export_autoencoder(
@@ -378,6 +400,12 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="run directory (state, log, checkpoint)")
     p.add_argument("--profile", default="lite", help="model profile when not --init (default lite)")
     p.add_argument("--init", default=None, help="start from this dystream checkpoint (fine-tuning)")
+    p.add_argument(
+        "--init-motion",
+        default=None,
+        help="build --profile afresh but take the motion encoder from this checkpoint (use with "
+        "--freeze-motion to train a new decoder on an existing latent space)",
+    )
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=8, help="pairs per step per process")
     p.add_argument("--lr", type=float, default=1e-3)
