@@ -372,4 +372,5 @@ def test_init_motion_copies_the_motion_encoder_only(workdir, tmp_path):
     assert motion_fingerprint(out) == motion_fingerprint(lite)
     with pytest.raises(ValueError, match="exclusive"):
         cli(["train", "autoencoder", "--data", str(workdir / "train"), "--out", str(tmp_path / "x"),
-             "--init", str(tmp_path / "motion.safetensors"), "--init-motion", str(tmp_path / "motion.safetensors")])
+             "--init", str(tmp_path / "motion.safetensors"),
+             "--init-motion", str(tmp_path / "motion.safetensors")])  # fmt: skip

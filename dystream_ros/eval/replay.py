@@ -223,7 +223,8 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     """Replay ``bag_path`` offline into ``out_dir``; returns the report (also written to report.json).
 
     Settings not given here come from the node's parameters (``config/default.yaml``, overlaid with
-    ``params_file``): checkpoint, profile, reference, seed, device, steps, temperature, guidance, the scheduler's.
+    ``params_file``): checkpoint, profile, reference, seed, device, steps, temperature, guidance, the
+    scheduler's.
     """
     from dystream_ros.runtime.feeder import SessionFeeder
     from dystream_ros.runtime.scheduler import FrameScheduler
@@ -490,7 +491,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="noise seed (default: the node's, 0)")
     p.add_argument("--device", help="cpu | cuda (default: the node's)")
     p.add_argument("--params-file", help="node parameter YAML (as given to dystream_node) whose settings "
-                   "the replay uses: checkpoint, steps, temperature, guidance, catch_up_limit, waits, ...; default: "
+                   "the replay uses: checkpoint, steps, temperature, guidance, catch_up_limit, waits, ...; "
+                   "default: "
                    "the package's config/default.yaml")
     p.add_argument("--no-video", action="store_true", help="skip rendering and video.mp4")
     p.add_argument("--no-progress", action="store_true")

@@ -15,7 +15,8 @@ every audio topic of the bag plus audio_common ``audio_info`` topics), ``rate`` 
 ``wait_timeout_s`` (60), ``loop`` (false), ``reliable`` (true: reliable publishers; false: best
 effort), ``linger_s`` (1.0: after the last message, wait for reliable subscribers to acknowledge
 everything, then keep the publishers alive this long for best-effort ones, which send no
-acknowledgement: destroying a publisher right after its last ``publish`` can lose that message). Topic names can be remapped with ``--ros-args -r /dystream/speaker_audio:=/robot/tts_audio``.
+acknowledgement: destroying a publisher right after its last ``publish`` can lose that message).
+Topic names can be remapped with ``--ros-args -r /dystream/speaker_audio:=/robot/tts_audio``.
 Types whose Python messages are not installed (audio_common_msgs in the PyPI environment) are
 converted to ``dystream_ros/AudioChunk`` (pcm_f32le, original rate) with a warning.
 """

@@ -237,7 +237,8 @@ class DystreamNode(LifecycleNode):
             with self._lock:
                 if self._sched is not None:
                     self._sched.update(**self._scheduler_runtime())
-                if {"steps", "temperature", "guidance_speaker", "guidance_listener", "guidance_anchor"} & set(updates):
+                if set(updates) & {"steps", "temperature", "guidance_speaker", "guidance_listener",
+                                   "guidance_anchor"}:
                     self._pending_session = True
             self.get_logger().info("parameters updated: " + ", ".join(f"{k}={v}" for k, v in updates.items()))
         return SetParametersResult(successful=True)

@@ -44,7 +44,16 @@ from dystream_ros.train.common import (
 )
 from dystream_ros.train.data import FrameBank, normalise_params, to_tensor
 
-__all__ = ["AELoss", "box_mask", "copy_motion_encoder", "psnr", "sample_pairs", "train_autoencoder", "validation_pairs", "validate"]
+__all__ = [
+    "AELoss",
+    "box_mask",
+    "copy_motion_encoder",
+    "psnr",
+    "sample_pairs",
+    "train_autoencoder",
+    "validation_pairs",
+    "validate",
+]
 
 NUM_PARAMS = 13
 
@@ -234,7 +243,7 @@ def copy_motion_encoder(src: DyStreamModel, dst: DyStreamModel) -> None:
     if src.cfg.latent_dim != dst.cfg.latent_dim:
         diff.append("latent_dim")
     if diff:
-        raise ValueError(f"--init-motion: the checkpoint's motion encoder differs from the profile's in {diff}")
+        raise ValueError(f"--init-motion: the checkpoint's motion encoder differs from the profile's: {diff}")
     dst.autoencoder.motion.load_state_dict(src.autoencoder.motion.state_dict(), strict=True)
 
 
@@ -375,7 +384,9 @@ def train_autoencoder(args) -> int:
                     elapsed_s=round(time.time() - t_start, 1),
                 )
                 extra = f", mouth {res['mouth_psnr']:.2f}" if mouth else ""
-                bar.write(f"step {step}: held-out PSNR {res['psnr']:.2f} dB (min {res['psnr_min']:.2f}{extra})")
+                bar.write(
+                    f"step {step}: held-out PSNR {res['psnr']:.2f} dB (min {res['psnr_min']:.2f}{extra})"
+                )
             if info.main and (step % args.save_every == 0 or last):
                 save_state(
                     state_path,
