@@ -374,3 +374,28 @@ def test_init_motion_copies_the_motion_encoder_only(workdir, tmp_path):
         cli(["train", "autoencoder", "--data", str(workdir / "train"), "--out", str(tmp_path / "x"),
              "--init", str(tmp_path / "motion.safetensors"),
              "--init-motion", str(tmp_path / "motion.safetensors")])  # fmt: skip
+
+
+def test_synth_weight_trains_the_synthesis_branch_under_a_saturated_blend():
+    """With the blend saturated on the warped reference the synthesis branch gets (almost) no gradient
+    from the image loss; --synth-weight scores it on its own so it keeps learning."""
+    from dystream_ros.train.autoencoder import AELoss
+
+    model = build_model(tiny_config(), render=True, seed=0)
+    dec = model.autoencoder.decoder
+    with torch.no_grad():
+        dec.flow.out.bias[3] = 30.0  # blend logit: sigmoid(30) == 1, the output is the warped reference
+    g = torch.Generator().manual_seed(0)
+    src, drv = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+
+    def rgb_grad(synth_weight):
+        loss_mod = AELoss(model.autoencoder, 8, 0.0, 0.0, synth_weight=synth_weight)
+        model.zero_grad()
+        loss, parts = loss_mod(src, drv, None)
+        loss.backward()
+        return dec.to_rgb.weight.grad.abs().sum().item(), parts
+
+    off, parts_off = rgb_grad(0.0)
+    on, parts_on = rgb_grad(1.0)
+    assert "synth" not in parts_off and parts_on["synth"] > 0
+    assert off < 1e-6 < on

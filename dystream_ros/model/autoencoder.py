@@ -162,7 +162,7 @@ class WarpDecoder(nn.Module):
         blend_logit = raw[:, 3:4].contiguous()
         blend = torch.sigmoid(F.interpolate(blend_logit, size=size, mode="bilinear", align_corners=False))
         image = torch.lerp(generated, warped_ref, blend)
-        return {"image": image, "flow": flow, "occlusion": occlusion, "blend": blend}
+        return {"image": image, "generated": generated, "flow": flow, "occlusion": occlusion, "blend": blend}
 
 
 class Autoencoder(nn.Module):

@@ -151,6 +151,7 @@ class AELoss(nn.Module):
         motion_weight: float,
         seed: int = 0,
         mouth_weight: float = 0.0,
+        synth_weight: float = 0.0,
         param_stats: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()
@@ -158,6 +159,7 @@ class AELoss(nn.Module):
         self.aux_weight = float(aux_weight)
         self.motion_weight = float(motion_weight)
         self.mouth_weight = float(mouth_weight)
+        self.synth_weight = float(synth_weight)
         self.aux_only = False
         self.probe = None
         if aux_weight > 0:
@@ -207,6 +209,13 @@ class AELoss(nn.Module):
         grad = F.l1_loss(gx(pred), gx(drv)) + F.l1_loss(gy(pred), gy(drv))
         loss = l1 + 0.5 * ms + 0.5 * grad
         parts = {"l1": l1.detach(), "grad": grad.detach()}
+        if self.synth_weight > 0:
+            # The output blends the synthesis branch with the warped reference; once the blend saturates
+            # on the reference, the synthesis gets no gradient and never learns what the reference lacks
+            # (an open mouth's inside, teeth). Scoring the synthesis on its own keeps it learning.
+            synth = ((out["generated"] - drv).abs() * w).mean() / w.mean()
+            loss = loss + self.synth_weight * synth
+            parts["synth"] = synth.detach()
         if self.probe is not None:
             if params is None:
                 raise ValueError("the articulation probe needs ground-truth params (use --aux-weight 0)")
@@ -278,6 +287,7 @@ def train_autoencoder(args) -> int:
             args.seed,
             param_stats=bank.param_stats() if aux > 0 else None,
             mouth_weight=args.mouth_weight,
+            synth_weight=args.synth_weight,
         ).to(info.device)
         if args.aux_only:
             # Motion-encoder pre-training: articulation probe only, no decoder (synthetic data).
@@ -435,6 +445,13 @@ def add_arguments(p) -> None:
         type=float,
         default=0.0,
         help="L1 up-weighting of the mouth box (synthetic data; the renderer knows where the mouth is)",
+    )
+    p.add_argument(
+        "--synth-weight",
+        type=float,
+        default=0.0,
+        help="weight of an L1 on the decoder's synthesis branch alone (before the blend with the warped "
+        "reference), so it learns to draw what the reference lacks",
     )
     p.add_argument("--ref-fraction", type=float, default=0.5, help="share of sources that are the reference")
     p.add_argument("--max-conversations", type=int, default=None)
