@@ -293,6 +293,8 @@ class AutoencoderConfig:
     each stage but the last, which yields RGB (so log2(image_size/warp_size) - 1 entries).
     The motion encoder reads the image area-downsampled to ``motion_size``², one stride-2 stage per
     ``motion_channels`` entry (plus a stride-1 conv in the stages listed in ``motion_extra_convs``).
+    ``shading``: the flow net also predicts a brightness gain for the warped reference (warping alone
+    cannot darken an opening mouth; checkpoints without the field were built without it).
     """
 
     image_size: int = 256
@@ -307,6 +309,7 @@ class AutoencoderConfig:
     refine_channels: int = 24
     refine_blocks: int = 1
     up_channels: tuple[int, ...] = (8,)
+    shading: bool = False
 
     def __post_init__(self) -> None:
         _pos_int(
@@ -317,6 +320,7 @@ class AutoencoderConfig:
             "AutoencoderConfig.refine_blocks",
             "must be an int >= 0",
         )
+        _check(isinstance(self.shading, bool), "AutoencoderConfig.shading", "must be true or false")
         for n in ("enc_channels", "motion_channels", "flow_channels", "up_channels"):
             v = getattr(self, n)
             _check(
@@ -460,7 +464,7 @@ def _from_dict(cls: type, d: Any, where: str) -> Any:
 
 
 def _lite() -> ModelConfig:
-    return ModelConfig(profile="lite")
+    return ModelConfig(profile="lite", autoencoder=AutoencoderConfig(shading=True))
 
 
 def _base() -> ModelConfig:

@@ -70,6 +70,7 @@ def test_json_round_trip_and_replace():
         (lambda: AutoencoderConfig(image_size=300), "warp_size"),
         (lambda: AutoencoderConfig(up_channels=(8, 8)), "up_channels"),
         (lambda: AutoencoderConfig(flow_channels=(8,)), "flow_channels"),
+        (lambda: AutoencoderConfig(shading=1), "shading"),
         (lambda: ModelConfig(latent_dim=0), "latent_dim"),
     ],
 )

@@ -35,6 +35,7 @@ def tiny_config(lookahead_ms: int = 60, window: int = 8) -> ModelConfig:
             refine_channels=8,
             refine_blocks=1,
             up_channels=(8,),
+            shading=True,
         ),
     )
 

@@ -130,6 +130,23 @@ def test_autoencoder_reconstruct():
         build_model(tiny_config(), render=False).autoencoder.reconstruct(src, drv)
 
 
+def test_shading_gain_starts_at_one_and_darkens_the_warped_reference():
+    model = build_model(tiny_config())
+    dec = model.autoencoder.decoder
+    assert dec.shading and dec.flow.out.out_channels == 5
+    src, drv = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        shaded = model.autoencoder.reconstruct(src, drv)["image"]
+        dec.shading = False  # the same weights without the gain: gain 1 at initialisation
+        plain = model.autoencoder.reconstruct(src, drv)["image"]
+        dec.shading = True
+        torch.testing.assert_close(shaded, plain)
+        dec.flow.out.bias[3] = 30.0  # blend all on the warped reference ...
+        dec.flow.out.bias[4] = -30.0  # ... with gain 0: black
+        dark = model.autoencoder.reconstruct(src, drv)["image"]
+    torch.testing.assert_close(dark, torch.full_like(dark, -1.0))
+
+
 def test_no_dead_parameters():
     """Every parameter receives gradient from the generator loss or the autoencoder reconstruction."""
     cfg = tiny_config().replace(train={"drop_speaker": 0.5, "drop_listener": 0.5, "drop_anchor": 0.5})

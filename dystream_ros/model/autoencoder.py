@@ -11,7 +11,8 @@ Images are (B, 3, S, S) float in [-1, 1].
   mask; warp the appearance features (grid_sample), mask occluded regions, refine/inpaint with convs
   (also fed the flow net's motion features), upsample (PixelShuffle) to (B, 3, S, S); finally blend
   with the reference image warped at full resolution by the upsampled flow (sharp where visible,
-  synthesised where the mask says the reference has no content, e.g. the inside of an opening mouth).
+  synthesised where the mask says the reference has no content, e.g. the inside of an opening mouth),
+  optionally (``shading``) with a predicted brightness gain on the warped reference.
 """
 
 from __future__ import annotations
@@ -99,9 +100,10 @@ class MotionEncoder(nn.Module):
 
 
 class FlowNet(nn.Module):
-    """(m, m0) (B, 2D) -> motion features (B, c_last, s, s) and raw maps (B, 4, s, s).
+    """(m, m0) (B, 2D) -> motion features (B, c_last, s, s) and raw maps (B, 4 [+1], s, s).
 
-    Raw maps: flow (2, tanh, in grid units), occlusion logit (1), blend logit (1).
+    Raw maps: flow (2, tanh, in grid units), occlusion logit (1), blend logit (1) and, with
+    ``cfg.shading``, a gain logit (1; initialised to 0, i.e. gain 1).
     """
 
     def __init__(self, cfg: AutoencoderConfig, latent_dim: int) -> None:
@@ -110,7 +112,11 @@ class FlowNet(nn.Module):
         self.seed_channels = ch[0]
         self.fc = nn.Linear(2 * latent_dim, ch[0] * 8 * 8)
         self.ups = nn.ModuleList(_conv(ch[i], ch[i + 1]) for i in range(len(ch) - 1))
-        self.out = _conv(ch[-1], 4)
+        self.out = _conv(ch[-1], 5 if cfg.shading else 4)
+        if cfg.shading:
+            with torch.no_grad():
+                self.out.weight[4].zero_()
+                self.out.bias[4].zero_()
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = _act(self.fc(z)).view(z.shape[0], self.seed_channels, 8, 8)
@@ -125,6 +131,7 @@ class WarpDecoder(nn.Module):
     def __init__(self, cfg: AutoencoderConfig, latent_dim: int) -> None:
         super().__init__()
         self.image_size = cfg.image_size
+        self.shading = cfg.shading
         self.flow = FlowNet(cfg, latent_dim)
         r = cfg.refine_channels
         self.refine_in = _conv(cfg.app_channels + cfg.flow_channels[-1], r)
@@ -159,6 +166,12 @@ class WarpDecoder(nn.Module):
         flow_full = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
         grid_full = (self.grid_full + flow_full).permute(0, 2, 3, 1)
         warped_ref = F.grid_sample(reference, grid_full, padding_mode="border", align_corners=False)
+        if self.shading:
+            # Brightness gain in (0, 2) on the [0, 1] image: darkens what warping only stretches (the
+            # inside of an opening mouth is stretched lip otherwise).
+            gain_logit = F.interpolate(raw[:, 4:5], size=size, mode="bilinear", align_corners=False)
+            gain = 2.0 * torch.sigmoid(gain_logit)
+            warped_ref = ((warped_ref + 1.0) * gain - 1.0).clamp(-1.0, 1.0)
         blend_logit = raw[:, 3:4].contiguous()
         blend = torch.sigmoid(F.interpolate(blend_logit, size=size, mode="bilinear", align_corners=False))
         image = torch.lerp(generated, warped_ref, blend)
