@@ -4,6 +4,13 @@
         --out docs/images/autoencoder_heldout.png
     python scripts/training_figures.py video --video sample.mp4 --times 3.0 6.2 11.5 \
         --out docs/images/render_sample.png
+    python scripts/training_figures.py decoder-mouth --checkpoint CKPT --data /work/data/heldout \
+        --out docs/images/decoder_mouth.png
+
+``decoder-mouth`` measures the decoder's lip-sync ceiling: ground-truth frames are encoded by the
+checkpoint's motion encoder and decoded from the reference (no generator), and the independent mouth
+reader reads both; it prints the lip-sync correlation (band-passed, as ``dystream train evaluate``
+scores it) per conversation and plots the first conversation's mouth signals.
 """
 
 from __future__ import annotations
@@ -45,6 +52,54 @@ def autoencoder_figure(checkpoint: str, data: str, out: str, pairs: int, seed: i
     print(f"{out}: {pairs} held-out pairs, PSNR mean {scores.mean():.2f} dB")
 
 
+def decoder_mouth_figure(checkpoint: str, data: str, out: str, conversations: int, frames: int) -> None:
+    """Mouth read from ground-truth renders vs from their decoded latents; the correlations it prints."""
+    import torch
+
+    from dystream_ros.eval.lipsync import _gt_columns, gt_mouth, mouth_openness, sync_scores
+    from dystream_ros.model.checkpoint import load_checkpoint
+    from dystream_ros.train.data import FrameBank, to_tensor
+
+    torch.set_num_threads(2)
+    ae = load_checkpoint(checkpoint, render=True).eval().autoencoder
+    bank = FrameBank(data, size=ae.cfg.image_size, keep_audio=False)
+    rows = []
+    for c in range(min(conversations, len(bank))):
+        n = min(frames, bank.num_frames(c))
+        truth = np.stack([bank.frame(c, t) for t in range(n)])
+        ref = to_tensor(bank.reference(c)[None])
+        decoded = []
+        with torch.no_grad():
+            app, m0 = ae.appearance(ref), ae.motion(ref)
+            for i in range(0, n, 25):
+                x = to_tensor(truth[i : i + 25])
+                b = len(x)
+                img = ae.decoder(
+                    ae.motion(x), m0.expand(b, -1), app.expand(b, -1, -1, -1), ref.expand(b, -1, -1, -1)
+                )["image"]
+                decoded.append((img.permute(0, 2, 3, 1) * 127.5 + 128.0).clamp(0, 255).byte().numpy())
+        gt = gt_mouth(_gt_columns(bank.convs[c].params[:n]))
+        read_truth, read_dec = mouth_openness(truth), mouth_openness(np.concatenate(decoded))
+        r_truth, r_dec = sync_scores(read_truth, gt)["correlation"], sync_scores(read_dec, gt)["correlation"]
+        rows.append((r_truth, r_dec))
+        print(f"{bank.convs[c].name}: lip-sync correlation, ground-truth renders {r_truth:.3f}, decoded "
+              f"ground-truth latents {r_dec:.3f}; reading std {read_truth.std():.3f} vs {read_dec.std():.3f}")
+        if c == 0:
+            fig, ax = plt.subplots(figsize=(10, 3))
+            t = np.arange(n) / 25.0
+            ax.plot(t, gt, label="ground-truth mouth opening", lw=1.5)
+            ax.plot(t, read_truth, label="read from the ground-truth render", lw=1)
+            ax.plot(t, read_dec, label="read from the decoded latent of that render", lw=1)
+            ax.set_xlabel("s")
+            ax.legend(fontsize=8, loc="upper right")
+            ax.set_title(f"{bank.convs[c].name}: what the decoder draws of the mouth", fontsize=9)
+            fig.tight_layout()
+            fig.savefig(out, dpi=80)
+    r = np.array(rows)
+    print(f"mean of {len(r)}: ground-truth renders {r[:, 0].mean():.3f}, decoded {r[:, 1].mean():.3f}; "
+          f"plot {out}")
+
+
 def video_figure(video: str, times: list[float], out: str) -> None:
     """Frames of an MP4 at the given times (seconds), side by side."""
     import av
@@ -79,6 +134,12 @@ def main() -> None:
     a.add_argument("--out", required=True)
     a.add_argument("--pairs", type=int, default=4)
     a.add_argument("--seed", type=int, default=7)
+    d = sub.add_parser("decoder-mouth")
+    d.add_argument("--checkpoint", required=True)
+    d.add_argument("--data", required=True, help="held-out conversations")
+    d.add_argument("--out", required=True)
+    d.add_argument("--conversations", type=int, default=4)
+    d.add_argument("--frames", type=int, default=375)
     v = sub.add_parser("video")
     v.add_argument("--video", required=True)
     v.add_argument("--times", type=float, nargs="+", required=True)
@@ -86,6 +147,8 @@ def main() -> None:
     args = p.parse_args()
     if args.cmd == "autoencoder":
         autoencoder_figure(args.checkpoint, args.data, args.out, args.pairs, args.seed)
+    elif args.cmd == "decoder-mouth":
+        decoder_mouth_figure(args.checkpoint, args.data, args.out, args.conversations, args.frames)
     else:
         video_figure(args.video, args.times, args.out)
 
