@@ -239,6 +239,8 @@ def run_demo(args) -> int:
             if not node.alive():
                 raise RuntimeError(f"dystream_node exited ({node.p.poll()}):\n{node.tail()}")
             if not recorder.alive():
+                if recorder.p.poll() == 0:
+                    break  # it has every frame; the player is still draining its publishers (linger_s)
                 raise RuntimeError(f"dystream_recorder exited ({recorder.p.poll()}):\n{recorder.tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out after {args.timeout:.0f} s; node log:\n{node.tail()}")
@@ -247,6 +249,10 @@ def run_demo(args) -> int:
                 _say(f"node up after {time.monotonic() - t_start:.1f} s; playing the conversation in real "
                      f"time ({audio_s:.1f} s)...")
             time.sleep(0.2)
+        try:
+            player.p.wait(timeout=max(10.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"dystream_bag_player did not exit in time:\n{player.tail()}") from None
         if player.p.returncode != 0:
             raise RuntimeError(f"dystream_bag_player failed ({player.p.returncode}):\n{player.tail()}")
         _say("playback done; waiting for the last frames")
