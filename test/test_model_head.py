@@ -59,7 +59,8 @@ def test_one_branch_is_exactly_unguided():
 
 
 def _manual_latents(pipe, spk, lis, weights, frames):
-    """Independent reference: all four branches always computed, combined with the given weights."""
+    """Independent reference: all four branches always computed, combined with the given weights; the
+    starting noise scaled by the sampling temperature."""
     m = pipe.model
     cfg = pipe.config
     sess = pipe.start_session(face(1), seed=0)
@@ -76,7 +77,7 @@ def _manual_latents(pipe, spk, lis, weights, frames):
             tokens = m.generator.embed(prev.expand(4, -1), feats.expand(4, -1, -1), m0.expand(4, -1), drop)
             cond, k, v = m.generator.step(tokens, k, v, torch.tensor(n))
             g = torch.Generator().manual_seed(frame_seed(0, n))
-            noise = torch.randn(1, cfg.latent_dim, generator=g)
+            noise = torch.randn(1, cfg.latent_dim, generator=g) * cfg.sampler.temperature
             prev = m.head.sample(noise, cond, coef, cfg.sampler.steps)
             out.append(prev[0].numpy())
     return np.stack(out)
