@@ -106,10 +106,15 @@ def box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
     return (iny[:, :, None] & inx[:, None, :]).float()[:, None]
 
 
-def psnr(pred_u8: np.ndarray, target_u8: np.ndarray) -> np.ndarray:
-    """Per-image PSNR in dB of uint8 images (..., S, S, 3)."""
+def psnr(pred_u8: np.ndarray, target_u8: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per-image PSNR in dB of uint8 images (B, S, S, 3); with a bool ``mask`` (B, S, S) only inside it."""
     d = pred_u8.astype(np.float64) - target_u8.astype(np.float64)
-    mse = (d * d).reshape(d.shape[0], -1).mean(axis=1)
+    sq = (d * d).mean(axis=-1).reshape(d.shape[0], -1)
+    if mask is None:
+        mse = sq.mean(axis=1)
+    else:
+        m = mask.reshape(d.shape[0], -1)
+        mse = (sq * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1)
     return 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
 
 
@@ -133,11 +138,14 @@ def validate(
     p = psnr(pred, drv)
     res = {"psnr": float(p.mean()), "psnr_min": float(p.min()), "pred": pred}
     if boxes is not None:
-        m = box_mask(torch.from_numpy(boxes), drv.shape[1])[:, 0].numpy().astype(bool)  # (B, S, S)
-        d = pred.astype(np.float64) - drv.astype(np.float64)
-        mse = np.array([(d[i][m[i]] ** 2).mean() for i in range(len(d))])
-        res["mouth_psnr"] = float((10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-10))).mean())
+        inside = box_mask(torch.from_numpy(boxes), drv.shape[1])[:, 0].numpy().astype(bool)  # (B, S, S)
+        res["mouth_psnr"] = float(psnr(pred, drv, inside).mean())
     return res
+
+
+def _weighted_l1(pred: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """L1 of (B, 3, S, S) images with per-pixel weights (B, 1, S, S), normalised by the mean weight."""
+    return ((pred - target).abs() * w).mean() / w.mean()
 
 
 class AELoss(nn.Module):
@@ -202,7 +210,7 @@ class AELoss(nn.Module):
         out = self.ae.reconstruct(src, drv)
         pred = out["image"]
         w = self.pixel_weights(src, drv, mouth)
-        l1 = ((pred - drv).abs() * w).mean() / w.mean()
+        l1 = _weighted_l1(pred, drv, w)
         ms = sum(F.l1_loss(F.avg_pool2d(pred, k), F.avg_pool2d(drv, k)) for k in (2, 4)) / 2.0
         gx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
         gy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
@@ -213,7 +221,7 @@ class AELoss(nn.Module):
             # The output blends the synthesis branch with the warped reference; once the blend saturates
             # on the reference, the synthesis gets no gradient and never learns what the reference lacks
             # (an open mouth's inside, teeth). Scoring the synthesis on its own keeps it learning.
-            synth = ((out["generated"] - drv).abs() * w).mean() / w.mean()
+            synth = _weighted_l1(out["generated"], drv, w)
             loss = loss + self.synth_weight * synth
             parts["synth"] = synth.detach()
         if self.probe is not None:
