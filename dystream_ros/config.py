@@ -294,8 +294,9 @@ class AutoencoderConfig:
     each stage but the last, which yields RGB (so log2(image_size/warp_size) - 1 entries).
     The motion encoder reads the image area-downsampled to ``motion_size``², one stride-2 stage per
     ``motion_channels`` entry (plus a stride-1 conv in the stages listed in ``motion_extra_convs``).
-    ``shading``: the flow net also predicts a brightness gain for the warped reference (warping alone
-    cannot darken an opening mouth; checkpoints without the field were built without it).
+    ``shading``: the decoder also predicts a brightness gain for the warped reference from its refine
+    features (warping alone cannot darken an opening mouth; checkpoints without the field were built
+    without it).
     """
 
     image_size: int = 256

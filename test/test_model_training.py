@@ -133,7 +133,7 @@ def test_autoencoder_reconstruct():
 def test_shading_gain_starts_at_one_and_darkens_the_warped_reference():
     model = build_model(tiny_config())
     dec = model.autoencoder.decoder
-    assert dec.shading and dec.flow.out.out_channels == 5
+    assert dec.shading and dec.flow.out.out_channels == 4 and dec.gain.out_channels == 1
     src, drv = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         shaded = model.autoencoder.reconstruct(src, drv)["image"]
@@ -142,7 +142,7 @@ def test_shading_gain_starts_at_one_and_darkens_the_warped_reference():
         dec.shading = True
         torch.testing.assert_close(shaded, plain)
         dec.flow.out.bias[3] = 30.0  # blend all on the warped reference ...
-        dec.flow.out.bias[4] = -30.0  # ... with gain 0: black
+        dec.gain.bias.fill_(-30.0)  # ... with gain 0: black
         dark = model.autoencoder.reconstruct(src, drv)["image"]
     torch.testing.assert_close(dark, torch.full_like(dark, -1.0))
 

@@ -343,6 +343,29 @@ def test_mouth_weight_up_weights_the_mouth_box(workdir, tmp_path):
     assert np.isfinite(val["mouth_psnr"]) and val["mouth_psnr"] != val["psnr"]
 
 
+def test_mouth_l2_scores_the_squared_error_inside_the_mouth_box(workdir, tmp_path):
+    from dystream_ros.train.autoencoder import AELoss
+
+    model = build_model(tiny_config(), render=True, seed=0)
+    boxes = torch.tensor([[4.0, 8.0, 12.0, 16.0], [0.0, 0.0, 32.0, 3.0]])
+    src, drv = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    base = AELoss(model.autoencoder, 8, 0.0, 0.0)
+    with_l2 = AELoss(model.autoencoder, 8, 0.0, 0.0, mouth_l2=3.0)
+    with torch.no_grad():
+        loss0, _ = base(src, drv, None)
+        loss1, parts = with_l2(src, drv, None, boxes)
+        pred = model.autoencoder.reconstruct(src, drv)["image"]
+    inside = torch.cat([(pred - drv)[0, :, 8:16, 4:12].flatten(), (pred - drv)[1, :, 0:3, :].flatten()])
+    torch.testing.assert_close(parts["mouth_l2"], inside.square().mean())
+    torch.testing.assert_close(loss1, loss0 + 3.0 * parts["mouth_l2"])
+    with pytest.raises(ValueError, match="mouth boxes"):
+        with_l2(src, drv, None, None)
+    # Through the command line (without --mouth-weight the boxes still reach the loss).
+    assert _ae(workdir, tmp_path / "l2", 2, "--mouth-l2", "2", "--synth-weight", "1") == 0
+    rec = [r for r in _log(tmp_path / "l2") if r["event"] == "train"]
+    assert rec and all(r["mouth_l2"] > 0 for r in rec)
+
+
 def test_init_motion_copies_the_motion_encoder_only(workdir, tmp_path):
     """--init-motion: a decoder of another design on an existing motion encoder (same latent space)."""
     from dystream_ros.train.autoencoder import copy_motion_encoder

@@ -9,10 +9,11 @@ Images are (B, 3, S, S) float in [-1, 1].
   ``m0`` = motion of the reference.
 - :class:`WarpDecoder`: (m, m0) -> flow net -> dense flow (B, 2, s, s) + occlusion (B, 1, s, s) + blend
   mask; warp the appearance features (grid_sample), mask occluded regions, refine/inpaint with convs
-  (also fed the flow net's motion features), upsample (PixelShuffle) to (B, 3, S, S); finally blend
-  with the reference image warped at full resolution by the upsampled flow (sharp where visible,
-  synthesised where the mask says the reference has no content, e.g. the inside of an opening mouth),
-  optionally (``shading``) with a predicted brightness gain on the warped reference.
+  (fed the flow net's motion features too, FiLM-modulated by (m, m0)), upsample (PixelShuffle) to
+  (B, 3, S, S); finally blend with the reference image warped at full resolution by the upsampled
+  flow (sharp where visible, synthesised where the mask says the reference has no content, e.g. the
+  inside of an opening mouth), optionally (``shading``) with a brightness gain on the warped reference
+  predicted from the refine features.
 """
 
 from __future__ import annotations
@@ -100,10 +101,9 @@ class MotionEncoder(nn.Module):
 
 
 class FlowNet(nn.Module):
-    """(m, m0) (B, 2D) -> motion features (B, c_last, s, s) and raw maps (B, 4 [+1], s, s).
+    """(m, m0) (B, 2D) -> motion features (B, c_last, s, s) and raw maps (B, 4, s, s).
 
-    Raw maps: flow (2, tanh, in grid units), occlusion logit (1), blend logit (1) and, with
-    ``cfg.shading``, a gain logit (1; initialised to 0, i.e. gain 1).
+    Raw maps: flow (2, tanh, in grid units), occlusion logit (1), blend logit (1).
     """
 
     def __init__(self, cfg: AutoencoderConfig, latent_dim: int) -> None:
@@ -112,11 +112,7 @@ class FlowNet(nn.Module):
         self.seed_channels = ch[0]
         self.fc = nn.Linear(2 * latent_dim, ch[0] * 8 * 8)
         self.ups = nn.ModuleList(_conv(ch[i], ch[i + 1]) for i in range(len(ch) - 1))
-        self.out = _conv(ch[-1], 5 if cfg.shading else 4)
-        if cfg.shading:
-            with torch.no_grad():
-                self.out.weight[4].zero_()
-                self.out.bias[4].zero_()
+        self.out = _conv(ch[-1], 4)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = _act(self.fc(z)).view(z.shape[0], self.seed_channels, 8, 8)
@@ -135,7 +131,17 @@ class WarpDecoder(nn.Module):
         self.flow = FlowNet(cfg, latent_dim)
         r = cfg.refine_channels
         self.refine_in = _conv(cfg.app_channels + cfg.flow_channels[-1], r)
+        # FiLM from (m, m0): every refine position knows the whole motion (how far the jaw is open), and
+        # the warped appearance beside it says where the lips are. Zero-initialised (identity).
+        self.film = nn.Linear(2 * latent_dim, 2 * r)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
         self.refine = nn.ModuleList(ResBlock(r) for _ in range(cfg.refine_blocks))
+        if cfg.shading:
+            # Brightness gain of the warped reference, read from the refine features (zero-init: gain 1).
+            self.gain = _conv(r, 1)
+            nn.init.zeros_(self.gain.weight)
+            nn.init.zeros_(self.gain.bias)
         # x2 stages: 3x3 conv + PixelShuffle; the last stage is a per-pixel linear map to 2x2 RGB sub-pixels
         # (a 1x1 conv + PixelShuffle, done as one matmul: the cheapest way to reach full resolution).
         chans = (r, *cfg.up_channels)
@@ -147,15 +153,18 @@ class WarpDecoder(nn.Module):
     def forward(
         self, m: torch.Tensor, m0: torch.Tensor, appearance: torch.Tensor, reference: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        feats, raw = self.flow(torch.cat([m, m0], dim=-1))
+        z = torch.cat([m, m0], dim=-1)
+        feats, raw = self.flow(z)
         flow = torch.tanh(raw[:, :2]).contiguous()  # (B, 2, s, s) offsets in grid units
         occlusion = torch.sigmoid(raw[:, 2:3])
         warped = F.grid_sample(
             appearance, self.grid_small + flow.permute(0, 2, 3, 1), padding_mode="border", align_corners=False
         )
-        x = _act(self.refine_in(torch.cat([warped * occlusion, feats], dim=1)))
+        scale, shift = self.film(z)[:, :, None, None].chunk(2, dim=1)
+        x = _act(self.refine_in(torch.cat([warped * occlusion, feats], dim=1)) * (1.0 + scale) + shift)
         for blk in self.refine:
             x = blk(x)
+        gain_logit = self.gain(x) if self.shading else None
         for conv in self.ups:
             x = _act(F.pixel_shuffle(conv(x), 2))
         b, _, h, w = x.shape
@@ -169,7 +178,7 @@ class WarpDecoder(nn.Module):
         if self.shading:
             # Brightness gain in (0, 2) on the [0, 1] image: darkens what warping only stretches (the
             # inside of an opening mouth is stretched lip otherwise).
-            gain_logit = F.interpolate(raw[:, 4:5], size=size, mode="bilinear", align_corners=False)
+            gain_logit = F.interpolate(gain_logit, size=size, mode="bilinear", align_corners=False)
             gain = 2.0 * torch.sigmoid(gain_logit)
             warped_ref = ((warped_ref + 1.0) * gain - 1.0).clamp(-1.0, 1.0)
         blend_logit = raw[:, 3:4].contiguous()

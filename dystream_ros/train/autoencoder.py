@@ -148,6 +148,11 @@ def _weighted_l1(pred: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> t
     return ((pred - target).abs() * w).mean() / w.mean()
 
 
+def _box_mse(pred: torch.Tensor, target: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of (B, 3, S, S) images inside the (B, 1, S, S) box masks."""
+    return ((pred - target).square() * box).sum() / (3.0 * box.sum().clamp(min=1.0))
+
+
 class AELoss(nn.Module):
     """Autoencoder (+ optional articulation probe) -> scalar loss; the module DDP wraps."""
 
@@ -160,6 +165,7 @@ class AELoss(nn.Module):
         seed: int = 0,
         mouth_weight: float = 0.0,
         synth_weight: float = 0.0,
+        mouth_l2: float = 0.0,
         param_stats: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()
@@ -168,6 +174,7 @@ class AELoss(nn.Module):
         self.motion_weight = float(motion_weight)
         self.mouth_weight = float(mouth_weight)
         self.synth_weight = float(synth_weight)
+        self.mouth_l2 = float(mouth_l2)
         self.aux_only = False
         self.probe = None
         if aux_weight > 0:
@@ -230,6 +237,18 @@ class AELoss(nn.Module):
             aux = self._aux(out["m_driving"], params)
             loss = loss + self.aux_weight * aux
             parts["aux"] = aux.detach()
+        if self.mouth_l2 > 0:
+            # L1 is median-seeking: while the decoder places the lips a few pixels off, the median of the
+            # mouth box's pixels is lip or skin and the dark opening is never drawn. The squared error is
+            # mean-seeking, so a partly open mouth already pulls those pixels darker.
+            if mouth is None:
+                raise ValueError("--mouth-l2 needs mouth boxes (synthetic data from `dystream synth`)")
+            box = box_mask(mouth, drv.shape[-1])
+            ml2 = _box_mse(pred, drv, box)
+            if self.synth_weight > 0:
+                ml2 = ml2 + self.synth_weight * _box_mse(out["generated"], drv, box)
+            loss = loss + self.mouth_l2 * ml2
+            parts["mouth_l2"] = ml2.detach()
         parts["loss"] = loss.detach()
         return loss, parts
 
@@ -296,6 +315,7 @@ def train_autoencoder(args) -> int:
             param_stats=bank.param_stats() if aux > 0 else None,
             mouth_weight=args.mouth_weight,
             synth_weight=args.synth_weight,
+            mouth_l2=args.mouth_l2,
         ).to(info.device)
         if args.aux_only:
             # Motion-encoder pre-training: articulation probe only, no decoder (synthetic data).
@@ -350,6 +370,7 @@ def train_autoencoder(args) -> int:
         t_start = time.time()
         acc: dict[str, float] = {}
         best = -math.inf
+        use_boxes = args.mouth_weight > 0 or args.mouth_l2 > 0
         while step < args.steps:
             rng = np.random.default_rng([args.seed, info.rank, step])
             src, drv, par, box = sample_pairs(bank, rng, args.batch, args.ref_fraction)
@@ -360,7 +381,7 @@ def train_autoencoder(args) -> int:
                 to_tensor(src, info.device),
                 to_tensor(drv, info.device),
                 None if par is None or aux == 0 else torch.from_numpy(par).to(info.device),
-                None if box is None or args.mouth_weight == 0 else torch.from_numpy(box).to(info.device),
+                None if box is None or not use_boxes else torch.from_numpy(box).to(info.device),
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -460,6 +481,13 @@ def add_arguments(p) -> None:
         default=0.0,
         help="weight of an L1 on the decoder's synthesis branch alone (before the blend with the warped "
         "reference), so it learns to draw what the reference lacks",
+    )
+    p.add_argument(
+        "--mouth-l2",
+        type=float,
+        default=0.0,
+        help="weight of a squared error inside the mouth box (synthetic data; mean-seeking, so the opening "
+        "is drawn while the lips are still placed imprecisely)",
     )
     p.add_argument("--ref-fraction", type=float, default=0.5, help="share of sources that are the reference")
     p.add_argument("--max-conversations", type=int, default=None)
