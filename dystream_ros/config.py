@@ -226,13 +226,16 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Inference defaults: Euler steps, classifier-free guidance weights and the sampling temperature.
+    """Inference defaults: Euler steps, classifier-free guidance weights and the sampling temperatures.
 
     ``temperature`` scales the Gaussian noise the flow ODE starts from (1 = the training prior, 0 = the
     same start for every frame). Below 1 the samples move towards the most likely motion: on held-out
     conversations 0.5 raised the embedded model's lip-sync correlation from 0.42 to 0.53 and lowered
     its head motion while listening from 1.33x to 1.18x silence (docs/TRAINING.md); 1 keeps the full
-    variety.
+    variety. ``head_temperature`` replaces it along the latent directions the head pose moves along
+    (the model's ``head_basis``, fitted when the generator is exported from latents with ground-truth
+    articulation), so a listener's nods stay lively while the mouth stays precise; a model without a
+    fitted basis (all zeros) uses ``temperature`` everywhere.
     """
 
     steps: int = 5
@@ -240,6 +243,7 @@ class SamplerConfig:
     guidance_listener: float = 0.5
     guidance_anchor: float = 0.0
     temperature: float = 0.5
+    head_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         _check(
@@ -254,12 +258,13 @@ class SamplerConfig:
                 f"SamplerConfig.{n}",
                 f"must be a finite number >= 0, got {v!r}",
             )
-        t = self.temperature
-        _check(
-            not isinstance(t, bool) and isinstance(t, (int, float)) and math.isfinite(t) and 0 <= t <= 2,
-            "SamplerConfig.temperature",
-            f"must be a number in [0, 2], got {t!r}",
-        )
+        for n in ("temperature", "head_temperature"):
+            t = getattr(self, n)
+            _check(
+                not isinstance(t, bool) and isinstance(t, (int, float)) and math.isfinite(t) and 0 <= t <= 2,
+                f"SamplerConfig.{n}",
+                f"must be a number in [0, 2], got {t!r}",
+            )
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def test_json_round_trip_and_replace():
         (lambda: SamplerConfig(guidance_speaker=-1.0), "guidance_speaker"),
         (lambda: SamplerConfig(temperature=-0.1), "temperature"),
         (lambda: SamplerConfig(temperature=float("nan")), "temperature"),
+        (lambda: SamplerConfig(head_temperature=2.5), "head_temperature"),
         (lambda: AutoencoderConfig(image_size=300), "warp_size"),
         (lambda: AutoencoderConfig(up_channels=(8, 8)), "up_channels"),
         (lambda: AutoencoderConfig(flow_channels=(8,)), "flow_channels"),

@@ -208,6 +208,10 @@ def test_settings_validation(pipe):
             sess.temperature = bad
     sess.temperature = 1
     assert sess.temperature == 1.0
+    assert sess.head_temperature == pipe.config.sampler.head_temperature
+    for bad in (-0.1, 2.5, float("nan"), True, "1"):
+        with pytest.raises(ValueError):
+            sess.head_temperature = bad
 
 
 def test_steps_and_guidance_change_output(pipe):
@@ -239,6 +243,27 @@ def test_temperature_scales_the_starting_noise(pipe):
 
     np.testing.assert_array_equal(latents(0, 0.0), latents(7, 0.0))
     assert not np.allclose(latents(0, 0.5), latents(7, 0.5))
+
+
+def test_head_temperature_scales_the_noise_along_the_head_basis():
+    """The starting noise is scaled by head_temperature inside the span of the model's head_basis and by
+    temperature outside it; without a fitted basis (zeros) it is the plain temperature-scaled draw."""
+    pipe = load_pipeline("random", profile=tiny_config(), backend="torch")
+    sess = pipe.start_session(face(1), seed=3)
+    sess.temperature, sess.head_temperature = 0.5, 1.5
+    g = torch.Generator().manual_seed(pipeline_mod.frame_seed(3, 4))
+    e = torch.randn(1, pipe.latent_dim, generator=g)
+    torch.testing.assert_close(sess.start_noise(4), 0.5 * e)  # zero basis: head_temperature has no effect
+    basis = torch.linalg.qr(torch.randn(pipe.latent_dim, 3, generator=g))[0].T  # (3, D) orthonormal
+    pipe.model.head_basis.copy_(basis)
+    sess = pipe.start_session(face(1), seed=3)
+    sess.temperature, sess.head_temperature = 0.5, 1.5
+    noise = sess.start_noise(4)
+    along = (e @ basis.T) @ basis
+    torch.testing.assert_close(noise @ basis.T, 1.5 * (e @ basis.T))  # head directions: x 1.5
+    torch.testing.assert_close(noise - (noise @ basis.T) @ basis, 0.5 * (e - along))  # the rest: x 0.5
+    sess.head_temperature = 0.5
+    torch.testing.assert_close(sess.start_noise(4), 0.5 * e)
 
 
 def test_bad_inputs(pipe):

@@ -186,18 +186,20 @@ def _set_params(probe, **values):
 def test_runtime_parameters_are_validated(sim):
     node, probe = sim
     ok = _set_params(probe, steps=3, guidance_speaker=2.0, catch_up_limit=4, listener_wait_ms=150.0,
-                     publish_compressed=True, temperature=1.0)
+                     publish_compressed=True, temperature=1.0, head_temperature=0.8)
     assert all(r.successful for r in ok), [r.reason for r in ok]
     assert node.get_parameter("steps").value == 3 and node.get_parameter("temperature").value == 1.0
+    assert node.get_parameter("head_temperature").value == 0.8
     assert node._sched.config.catch_up_limit == 4 and node._sched.config.listener_wait_s == 0.15
     for bad in ({"steps": 11}, {"steps": 0}, {"catch_up_limit": 0}, {"guidance_listener": -1.0},
                 {"jpeg_quality": 101}, {"steps": "three"}, {"profile": "base"}, {"checkpoint": "x"},
-                {"device": "cuda"}, {"temperature": 2.5}, {"temperature": -1.0}):
+                {"device": "cuda"}, {"temperature": 2.5}, {"temperature": -1.0},
+                {"head_temperature": 3.0}):
         (res,) = _set_params(probe, **bad)
         assert not res.successful and res.reason, bad
     assert node.get_parameter("steps").value == 3 and node.get_parameter("profile").value == "lite"
     _set_params(probe, steps=5, guidance_speaker=1.0, catch_up_limit=10000, listener_wait_ms=5000.0,
-                publish_compressed=False, temperature=0.5)
+                publish_compressed=False, temperature=0.5, head_temperature=1.0)
 
 
 def test_reset_and_set_reference_services(sim, tmp_path):

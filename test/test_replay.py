@@ -168,13 +168,14 @@ def test_replay_uses_the_node_parameters(latents_pipe, tmp_path):
     assert cfg.listener_wait_s == defaults["listener_wait_ms"] / 1000.0
     assert cfg.lookahead_samples == latents_pipe.lookahead_samples
     (tmp_path / "p.yaml").write_text("dystream_node:\n  ros__parameters:\n    catch_up_limit: 2\n"
-                                     "    listener_wait_ms: 500.0\n    steps: 3\n    temperature: 0.9\n")
+                                     "    listener_wait_ms: 500.0\n    steps: 3\n    temperature: 0.9\n"
+                                     "    head_temperature: 1.2\n")
     p = replay.node_parameters(tmp_path / "p.yaml")
     cfg = replay.scheduler_config(latents_pipe, p)
     assert cfg.catch_up_limit == 2 and cfg.listener_wait_s == 0.5
     sess = latents_pipe.start_session(np.zeros((64, 64, 3), np.uint8))
     replay.apply_session_settings(sess, p)
-    assert sess.steps == 3 and sess.temperature == 0.9
+    assert sess.steps == 3 and sess.temperature == 0.9 and sess.head_temperature == 1.2
 
 
 def test_replay_is_independent_of_message_chunking(conversation, latents_pipe, tmp_path):

@@ -223,6 +223,9 @@ def test_generator_resume_ema_export_and_pipeline(workdir, latents, tmp_path):
             assert torch.equal(v, st[f"ema.{name}.{k}"]), k
             differs += not torch.equal(v, st[f"model.{name}.{k}"])
     assert differs > 0
+    # The latent set has ground-truth articulation: the export carries the fitted head-pose directions.
+    basis = model.head_basis
+    torch.testing.assert_close(basis @ basis.T, torch.eye(3), atol=1e-5, rtol=0)
     # The exported file is a full pipeline: it streams frames.
     from dystream_ros.model import load_pipeline
 
@@ -231,6 +234,27 @@ def test_generator_resume_ema_export_and_pipeline(workdir, latents, tmp_path):
     sess.push_audio(speaker=np.zeros(16000, np.float32), listener=np.zeros(16000, np.float32))
     frame = sess.step()
     assert frame is not None and frame.image.shape == (32, 32, 3) and frame.latent.shape == (8,)
+
+
+def test_fit_head_basis_spans_the_pose_directions():
+    from dystream_ros.data.face import ARTICULATION_FIELDS
+    from dystream_ros.train.latents import HEAD_POSE, fit_head_basis
+
+    rng = np.random.default_rng(0)
+    dirs = rng.normal(size=(3, 16))  # how the latent moves per unit of yaw, pitch, roll
+    params, latents = [], []
+    for n in (300, 200):
+        p = rng.uniform(-0.5, 0.5, size=(n + 5, len(ARTICULATION_FIELDS)))  # longer than the latents
+        pose = p[:n, [ARTICULATION_FIELDS.index(k) for k in HEAD_POSE]]
+        latents.append(pose @ dirs + 0.01 * rng.normal(size=(n, 16)) + 2.0)
+        params.append(p)
+    basis = fit_head_basis(latents, params)
+    assert basis.shape == (3, 16)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(3), atol=1e-5)
+    np.testing.assert_allclose(dirs @ basis.T @ basis, dirs, atol=0.02)  # the span holds every direction
+    other = rng.normal(size=16)
+    other -= dirs.T @ np.linalg.lstsq(dirs.T, other, rcond=None)[0]  # orthogonal to all three
+    assert np.linalg.norm(basis @ other) < 0.02 * np.linalg.norm(other)
 
 
 def test_torchrun_ddp_two_processes_stay_in_sync(workdir, latents, tmp_path):
@@ -376,13 +400,15 @@ def test_init_motion_copies_the_motion_encoder_only(workdir, tmp_path):
     dst = build_model(other, render=True, seed=1)
     flow_before = {k: v.clone() for k, v in dst.autoencoder.decoder.state_dict().items()}
     assert motion_fingerprint(src) != motion_fingerprint(dst)
-    copy_motion_encoder(src, dst)
+    save_checkpoint(src, tmp_path / "src.safetensors")
+    copy_motion_encoder(tmp_path / "src.safetensors", dst)
     assert motion_fingerprint(src) == motion_fingerprint(dst)
     for k, v in dst.autoencoder.decoder.state_dict().items():
         assert torch.equal(v, flow_before[k]), k
     wrong = build_model(tiny_config().replace(autoencoder={"motion_channels": (8, 16, 32)}), render=True)
+    save_checkpoint(wrong, tmp_path / "wrong.safetensors")
     with pytest.raises(ValueError, match="motion_channels"):
-        copy_motion_encoder(wrong, dst)
+        copy_motion_encoder(tmp_path / "wrong.safetensors", dst)
     # Through the command line, on the lite profile: the exported autoencoder keeps the motion encoder.
     lite = build_model(load_profile("lite"), render=False, seed=3)
     save_checkpoint(lite, tmp_path / "motion.safetensors")

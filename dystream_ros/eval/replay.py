@@ -182,13 +182,15 @@ def scheduler_config(pipe, params: dict | None = None):
 
 
 def apply_session_settings(sess, params: dict) -> None:
-    """Flow steps, temperature and guidance weights from the node parameters, as the node applies them."""
+    """Flow steps, temperatures and guidance weights from the node parameters, as the node applies them."""
     import dataclasses
 
     if "steps" in params:
         sess.steps = int(params["steps"])
     if "temperature" in params and hasattr(sess, "temperature"):
         sess.temperature = float(params["temperature"])
+    if "head_temperature" in params and hasattr(sess, "head_temperature"):
+        sess.head_temperature = float(params["head_temperature"])
     g = getattr(sess, "guidance", None)
     if g is not None and any(f"guidance_{k}" in params for k in ("speaker", "listener", "anchor")):
         sess.guidance = dataclasses.replace(

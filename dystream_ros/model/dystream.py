@@ -15,7 +15,12 @@ __all__ = ["DyStreamModel", "build_model"]
 
 
 class DyStreamModel(nn.Module):
-    """Sizes come only from ``cfg``. ``render=False`` leaves out the appearance encoder and decoder."""
+    """Sizes come only from ``cfg``. ``render=False`` leaves out the appearance encoder and decoder.
+
+    ``head_basis`` (3, D) buffer: orthonormal rows spanning the latent directions that head yaw, pitch
+    and roll move along, fitted on training latents when the generator is exported (zeros: not known).
+    The sampler scales the starting noise along them by ``SamplerConfig.head_temperature``.
+    """
 
     def __init__(self, cfg: ModelConfig, render: bool = True) -> None:
         super().__init__()
@@ -25,6 +30,7 @@ class DyStreamModel(nn.Module):
         self.generator = Generator(cfg.generator, cfg.latent_dim, cfg.audio.feature_dim, cfg.head.width)
         self.head = FlowHead(cfg.head, cfg.latent_dim)
         self.autoencoder = Autoencoder(cfg.autoencoder, cfg.latent_dim, render=render)
+        self.register_buffer("head_basis", torch.zeros(3, cfg.latent_dim))
 
 
 def build_model(cfg: ModelConfig, render: bool = True, seed: int | None = 0) -> DyStreamModel:

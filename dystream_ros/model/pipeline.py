@@ -141,6 +141,8 @@ class Session:
         self.seed = int(seed)
         self._steps = cfg.sampler.steps
         self._temperature = float(cfg.sampler.temperature)
+        self._head_temperature = float(cfg.sampler.head_temperature)
+        self._head_basis = pipe.model.head_basis.detach().to("cpu", torch.float32)  # (3, D)
         self._guidance = Guidance(
             cfg.sampler.guidance_speaker, cfg.sampler.guidance_listener, cfg.sampler.guidance_anchor
         )
@@ -170,6 +172,25 @@ class Session:
         if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 <= float(t) <= 2.0:
             raise ValueError(f"temperature must be a number in [0, 2], got {t!r}")
         self._temperature = float(t)
+
+    @property
+    def head_temperature(self) -> float:
+        """Scale of the starting noise along the model's head-pose directions (``head_basis``), in [0, 2]."""
+        return self._head_temperature
+
+    @head_temperature.setter
+    def head_temperature(self, t: float) -> None:
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 <= float(t) <= 2.0:
+            raise ValueError(f"head_temperature must be a number in [0, 2], got {t!r}")
+        self._head_temperature = float(t)
+
+    def start_noise(self, n: int) -> torch.Tensor:
+        """(1, D) noise the flow of frame ``n`` starts from: a seeded N(0, I) draw scaled by
+        ``head_temperature`` along ``head_basis`` and by ``temperature`` everywhere else."""
+        g = torch.Generator().manual_seed(frame_seed(self.seed, n))
+        e = torch.randn(1, self._cfg.latent_dim, generator=g)
+        along = (e @ self._head_basis.T) @ self._head_basis  # projection on the head-pose directions
+        return self._temperature * e + (self._head_temperature - self._temperature) * along
 
     @property
     def guidance(self) -> Guidance:
@@ -278,9 +299,7 @@ class Session:
             torch.tensor(self._generated, dtype=torch.int64, device=dev),
         )
         t2 = time.perf_counter()
-        g = torch.Generator().manual_seed(frame_seed(self.seed, n))
-        noise = (torch.randn(1, self._cfg.latent_dim, generator=g) * self._temperature).to(dev)
-        latent = be.sample(noise, cond, coef.to(dev), self._steps)
+        latent = be.sample(self.start_noise(n).to(dev), cond, coef.to(dev), self._steps)
         t3 = time.perf_counter()
         image = None
         if self._pipe.render:

@@ -237,8 +237,8 @@ class DystreamNode(LifecycleNode):
             with self._lock:
                 if self._sched is not None:
                     self._sched.update(**self._scheduler_runtime())
-                if set(updates) & {"steps", "temperature", "guidance_speaker", "guidance_listener",
-                                   "guidance_anchor"}:
+                if set(updates) & {"steps", "temperature", "head_temperature", "guidance_speaker",
+                                   "guidance_listener", "guidance_anchor"}:
                     self._pending_session = True
             self.get_logger().info("parameters updated: " + ", ".join(f"{k}={v}" for k, v in updates.items()))
         return SetParametersResult(successful=True)
@@ -252,7 +252,7 @@ class DystreamNode(LifecycleNode):
                     max_stamp_skew_s=float(rt["max_stamp_skew_s"]))
 
     def _apply_session_settings(self) -> None:
-        """Steps, temperature and guidance weights -> the model session (timer thread, session lock held)."""
+        """Steps, temperatures and guidance weights -> the model session (timer thread, session lock held)."""
         with self._lock:
             pending, self._pending_session = self._pending_session, False
         if not pending or self._session is None:
@@ -261,6 +261,7 @@ class DystreamNode(LifecycleNode):
         try:
             self._session.steps = int(rt["steps"])
             self._session.temperature = float(rt["temperature"])
+            self._session.head_temperature = float(rt["head_temperature"])
             self._session.guidance = dataclasses.replace(
                 self._session.guidance, speaker=float(rt["guidance_speaker"]),
                 listener=float(rt["guidance_listener"]), anchor=float(rt["guidance_anchor"]))

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 from tqdm import tqdm
 
 from dystream_ros.config import ModelConfig, load_profile
-from dystream_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from dystream_ros.model.checkpoint import load_checkpoint, read_config, save_checkpoint
 from dystream_ros.model.dystream import DyStreamModel, build_model
 from dystream_ros.train.common import (
     EMA,
@@ -262,25 +263,30 @@ def _build(args) -> tuple[DyStreamModel, ModelConfig]:
     cfg = load_profile(args.profile)
     model = build_model(cfg, render=True, seed=args.seed)
     if args.init_motion:
-        copy_motion_encoder(load_checkpoint(args.init_motion, render=False), model)
+        copy_motion_encoder(args.init_motion, model)
     return model, cfg
 
 
 _MOTION_FIELDS = ("image_size", "motion_size", "motion_channels", "motion_extra_convs")
+_MOTION_PREFIX = "autoencoder.motion."
 
 
-def copy_motion_encoder(src: DyStreamModel, dst: DyStreamModel) -> None:
-    """Put ``src``'s motion encoder (and so its latent space) into ``dst``; every name and shape must match.
+def copy_motion_encoder(path: str | Path, dst: DyStreamModel) -> None:
+    """Put the motion encoder of checkpoint ``path`` (and so its latent space) into ``dst``.
 
-    Lets a decoder of a new design train on a motion encoder (and latents, and a generator) that exist.
+    Only the motion encoder's tensors are read, so the file may hold a decoder of another design; its
+    motion-encoder config and every name and shape must match ``dst``'s. Lets a decoder of a new design
+    train on a motion encoder (and latents, and a generator) that exist.
     """
-    a, b = src.cfg.autoencoder, dst.cfg.autoencoder
+    a, b = read_config(path).autoencoder, dst.cfg.autoencoder
     diff = [f for f in _MOTION_FIELDS if getattr(a, f) != getattr(b, f)]
-    if src.cfg.latent_dim != dst.cfg.latent_dim:
+    if read_config(path).latent_dim != dst.cfg.latent_dim:
         diff.append("latent_dim")
     if diff:
         raise ValueError(f"--init-motion: the checkpoint's motion encoder differs from the profile's: {diff}")
-    dst.autoencoder.motion.load_state_dict(src.autoencoder.motion.state_dict(), strict=True)
+    with safe_open(str(path), framework="pt") as f:
+        state = {k[len(_MOTION_PREFIX) :]: f.get_tensor(k) for k in f.keys() if k.startswith(_MOTION_PREFIX)}
+    dst.autoencoder.motion.load_state_dict(state, strict=True)
 
 
 def export_autoencoder(

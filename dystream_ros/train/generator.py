@@ -42,7 +42,7 @@ from dystream_ros.train.common import (
     lr_at,
     save_state,
 )
-from dystream_ros.train.latents import LatentSet, motion_fingerprint
+from dystream_ros.train.latents import LatentSet, fit_head_basis, motion_fingerprint
 
 __all__ = ["GenLoss", "encode_mels", "export_model", "sample_windows", "train_generator"]
 
@@ -132,8 +132,10 @@ def export_model(
     fingerprint: str | None,
     extra: dict | None = None,
     sampler: dict | None = None,
+    head_basis: np.ndarray | None = None,
 ) -> Path:
-    """Full pipeline checkpoint: the autoencoder file's weights + ``trainable_state`` (EMA weights)."""
+    """Full pipeline checkpoint: the autoencoder file's weights + ``trainable_state`` (EMA weights)
+    (+ the latent's head-pose directions, see :func:`dystream_ros.train.latents.fit_head_basis`)."""
     model = load_checkpoint(autoencoder, render=True)
     if fingerprint is not None and motion_fingerprint(model) != fingerprint:
         raise ValueError(
@@ -141,6 +143,8 @@ def export_model(
             f"(fingerprint {motion_fingerprint(model)} != {fingerprint})"
         )
     _trainable(model).load_state_dict(trainable_state, strict=True)
+    if head_basis is not None:
+        model.head_basis.copy_(torch.as_tensor(head_basis, dtype=torch.float32))
     if sampler:
         model.cfg = model.cfg.replace(sampler=sampler)
     meta = {"stage": "full"}
@@ -218,6 +222,11 @@ def train_generator(args) -> int:
             sampler.update(guidance_speaker=gs, guidance_listener=gl, guidance_anchor=ga)
         if args.temperature is not None:
             sampler["temperature"] = args.temperature
+        if args.head_temperature is not None:
+            sampler["head_temperature"] = args.head_temperature
+
+        # The latent's head-pose directions, for SamplerConfig.head_temperature (synthetic data only).
+        head_basis = fit_head_basis(data.latents, data.params) if data.params is not None else None
 
         def export(step_: int) -> None:
             export_model(
@@ -227,6 +236,7 @@ def train_generator(args) -> int:
                 data.fingerprint,
                 extra={"step": step_, "seed": args.seed},
                 sampler=sampler,
+                head_basis=head_basis,
             )
 
         if args.export_only:
@@ -340,6 +350,13 @@ def add_arguments(p) -> None:
         type=float,
         default=None,
         help="sampling temperature written into the exported config (default: the profile's)",
+    )
+    p.add_argument(
+        "--head-temperature",
+        type=float,
+        default=None,
+        help="sampling temperature along the head-pose directions of the latent, written into the exported "
+        "config (default: the profile's)",
     )
     p.add_argument("--max-conversations", type=int, default=None)
     p.add_argument("--val-windows", type=int, default=32)

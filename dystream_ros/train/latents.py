@@ -38,6 +38,7 @@ __all__ = [
     "INDEX_FORMAT",
     "clip_mels",
     "extract",
+    "fit_head_basis",
     "fold_latent_normalisation",
     "load_latent_set",
     "motion_fingerprint",
@@ -219,6 +220,9 @@ class LatentSet:
         self.mels = [np.load(self.root / n / "mel.npy") for n in self.names]
         self.latents = [np.load(self.root / n / "latents.npy") for n in self.names]
         self.refs = [np.load(self.root / n / "ref_latent.npy") for n in self.names]
+        # Ground-truth articulation per frame (synthetic data only): None unless every conversation has it.
+        have = all((self.root / n / "params.npy").is_file() for n in self.names)
+        self.params = [np.load(self.root / n / "params.npy") for n in self.names] if have else None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -226,6 +230,30 @@ class LatentSet:
     @property
     def fingerprint(self) -> str:
         return self.index["motion_fingerprint"]
+
+
+HEAD_POSE = ("head_yaw", "head_pitch", "head_roll")
+
+
+def fit_head_basis(latents: list[np.ndarray], params: list[np.ndarray]) -> np.ndarray:
+    """(3, D) orthonormal rows spanning the latent directions head yaw, pitch and roll move along.
+
+    Least squares of the latents (T, D) on the head-pose parameters (plus an intercept) over all frames;
+    the three regression directions are orthonormalised (QR).
+    """
+    from dystream_ros.data.face import ARTICULATION_FIELDS
+
+    cols = [ARTICULATION_FIELDS.index(n) for n in HEAD_POSE]
+    lat = np.concatenate([np.asarray(x, np.float64) for x in latents])
+    pose = np.concatenate(
+        [np.asarray(p, np.float64)[: len(x), cols] for x, p in zip(latents, params, strict=True)]
+    )
+    if len(pose) != len(lat):
+        raise ValueError("fit_head_basis: fewer articulation frames than latent frames")
+    design = np.concatenate([pose, np.ones((len(pose), 1))], axis=1)  # (N, 4)
+    coef, *_ = np.linalg.lstsq(design, lat, rcond=None)  # (4, D)
+    q, _ = np.linalg.qr(coef[: len(HEAD_POSE)].T)  # (D, 3)
+    return q.T.astype(np.float32)
 
 
 def load_latent_set(root: str | Path, max_conversations: int | None = None) -> LatentSet:
