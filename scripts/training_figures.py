@@ -7,10 +7,15 @@
     python scripts/training_figures.py decoder-mouth --checkpoint CKPT --data /work/data/heldout \
         --out docs/images/decoder_mouth.png
 
+    python scripts/training_figures.py decoder-crops --checkpoint CKPT --data /work/data/heldout \
+        --out docs/images/decoder_crops.png
+
 ``decoder-mouth`` measures the decoder's lip-sync ceiling: ground-truth frames are encoded by the
 checkpoint's motion encoder and decoded from the reference (no generator), and the independent mouth
 reader reads both; it prints the lip-sync correlation (band-passed, as ``dystream train evaluate``
-scores it) per conversation and plots the first conversation's mouth signals.
+scores it) per conversation and plots the first conversation's mouth signals. ``decoder-crops`` shows
+what it draws: mouth crops of the most open frames, ground truth above the decoder's output and its
+synthesis branch alone.
 """
 
 from __future__ import annotations
@@ -52,13 +57,72 @@ def autoencoder_figure(checkpoint: str, data: str, out: str, pairs: int, seed: i
     print(f"{out}: {pairs} held-out pairs, PSNR mean {scores.mean():.2f} dB")
 
 
+def _decode(ae, reference: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Encode uint8 frames (T, S, S, 3) with the motion encoder and decode them from ``reference``:
+    the output images and the synthesis branch alone, both uint8 (T, S, S, 3)."""
+    import torch
+
+    from dystream_ros.train.data import to_tensor
+
+    to_u8 = lambda x: (x.permute(0, 2, 3, 1) * 127.5 + 128.0).clamp(0, 255).byte().numpy()  # noqa: E731
+    ref = to_tensor(reference[None])
+    images, synth = [], []
+    with torch.no_grad():
+        app, m0 = ae.appearance(ref), ae.motion(ref)
+        for i in range(0, len(frames), 25):
+            x = to_tensor(frames[i : i + 25])
+            b = len(x)
+            m = ae.motion(x)
+            out = ae.decoder(m, m0.expand(b, -1), app.expand(b, -1, -1, -1), ref.expand(b, -1, -1, -1))
+            images.append(to_u8(out["image"]))
+            synth.append(to_u8(out["generated"]))
+    return np.concatenate(images), np.concatenate(synth)
+
+
+def decoder_crops_figure(checkpoint: str, data: str, out: str, conversations: int, per: int) -> None:
+    """Mouth crops of each conversation's most open frames: ground truth / decoded / synthesis branch."""
+    import torch
+
+    from dystream_ros.eval.lipsync import _gt_columns, gt_mouth
+    from dystream_ros.model.checkpoint import load_checkpoint
+    from dystream_ros.train.data import FrameBank
+
+    torch.set_num_threads(2)
+    ae = load_checkpoint(checkpoint, render=True).eval().autoencoder
+    bank = FrameBank(data, size=ae.cfg.image_size, keep_audio=False)
+    blocks = []
+    for c in range(min(conversations, len(bank))):
+        n = bank.num_frames(c)
+        opening = gt_mouth(_gt_columns(bank.convs[c].params[:n]))
+        order = np.argsort(opening)[::-1]
+        picks = [int(order[int(q * (n - 1))]) for q in np.linspace(0.0, 0.5, per)]  # most open -> median
+        truth = np.stack([bank.frame(c, t) for t in picks])
+        decoded, synth = _decode(ae, bank.reference(c), truth)
+        crops = []
+        for i, t in enumerate(picks):
+            x0, y0, x1, y1 = bank.mouth_box(c, t)
+            cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
+            box = (slice(max(cy - 32, 0), cy + 32), slice(max(cx - 48, 0), cx + 48))
+            crops.append(np.concatenate([truth[i][box], decoded[i][box], synth[i][box]], axis=0))
+        size = min(x.shape for x in crops)
+        blocks.append(np.concatenate([x[: size[0], : size[1]] for x in crops], axis=1))
+    width = min(b.shape[1] for b in blocks)
+    fig, ax = plt.subplots(figsize=(width / 40, sum(b.shape[0] for b in blocks) / 40))
+    ax.imshow(np.concatenate([b[:, :width] for b in blocks], axis=0))
+    ax.set_axis_off()
+    ax.set_title("per conversation: ground truth / decoded from its latent / synthesis branch", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    print(f"{out}: {len(blocks)} conversations x {per} frames")
+
+
 def decoder_mouth_figure(checkpoint: str, data: str, out: str, conversations: int, frames: int) -> None:
     """Mouth read from ground-truth renders vs from their decoded latents; the correlations it prints."""
     import torch
 
     from dystream_ros.eval.lipsync import _gt_columns, gt_mouth, mouth_openness, sync_scores
     from dystream_ros.model.checkpoint import load_checkpoint
-    from dystream_ros.train.data import FrameBank, to_tensor
+    from dystream_ros.train.data import FrameBank
 
     torch.set_num_threads(2)
     ae = load_checkpoint(checkpoint, render=True).eval().autoencoder
@@ -67,19 +131,9 @@ def decoder_mouth_figure(checkpoint: str, data: str, out: str, conversations: in
     for c in range(min(conversations, len(bank))):
         n = min(frames, bank.num_frames(c))
         truth = np.stack([bank.frame(c, t) for t in range(n)])
-        ref = to_tensor(bank.reference(c)[None])
-        decoded = []
-        with torch.no_grad():
-            app, m0 = ae.appearance(ref), ae.motion(ref)
-            for i in range(0, n, 25):
-                x = to_tensor(truth[i : i + 25])
-                b = len(x)
-                img = ae.decoder(
-                    ae.motion(x), m0.expand(b, -1), app.expand(b, -1, -1, -1), ref.expand(b, -1, -1, -1)
-                )["image"]
-                decoded.append((img.permute(0, 2, 3, 1) * 127.5 + 128.0).clamp(0, 255).byte().numpy())
+        decoded = _decode(ae, bank.reference(c), truth)[0]
         gt = gt_mouth(_gt_columns(bank.convs[c].params[:n]))
-        read_truth, read_dec = mouth_openness(truth), mouth_openness(np.concatenate(decoded))
+        read_truth, read_dec = mouth_openness(truth), mouth_openness(decoded)
         r_truth, r_dec = sync_scores(read_truth, gt)["correlation"], sync_scores(read_dec, gt)["correlation"]
         rows.append((r_truth, r_dec))
         print(f"{bank.convs[c].name}: lip-sync correlation, ground-truth renders {r_truth:.3f}, decoded "
@@ -128,8 +182,8 @@ def video_figure(video: str, times: list[float], out: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    a, d = sub.add_parser("autoencoder"), sub.add_parser("decoder-mouth")
-    for q in (a, d):  # a checkpoint read on held-out data
+    a, d, k = sub.add_parser("autoencoder"), sub.add_parser("decoder-mouth"), sub.add_parser("decoder-crops")
+    for q in (a, d, k):  # a checkpoint read on held-out data
         q.add_argument("--checkpoint", required=True)
         q.add_argument("--data", required=True, help="held-out conversations")
         q.add_argument("--out", required=True)
@@ -137,6 +191,8 @@ def main() -> None:
     a.add_argument("--seed", type=int, default=7)
     d.add_argument("--conversations", type=int, default=4)
     d.add_argument("--frames", type=int, default=375)
+    k.add_argument("--conversations", type=int, default=3)
+    k.add_argument("--per", type=int, default=6, help="frames per conversation")
     v = sub.add_parser("video")
     v.add_argument("--video", required=True)
     v.add_argument("--times", type=float, nargs="+", required=True)
@@ -146,6 +202,8 @@ def main() -> None:
         autoencoder_figure(args.checkpoint, args.data, args.out, args.pairs, args.seed)
     elif args.cmd == "decoder-mouth":
         decoder_mouth_figure(args.checkpoint, args.data, args.out, args.conversations, args.frames)
+    elif args.cmd == "decoder-crops":
+        decoder_crops_figure(args.checkpoint, args.data, args.out, args.conversations, args.per)
     else:
         video_figure(args.video, args.times, args.out)
 
