@@ -57,6 +57,18 @@ def autoencoder_figure(checkpoint: str, data: str, out: str, pairs: int, seed: i
     print(f"{out}: {pairs} held-out pairs, PSNR mean {scores.mean():.2f} dB")
 
 
+def _autoencoder_and_data(checkpoint: str, data: str):
+    """The checkpoint's autoencoder (eval mode, 2 threads) and the held-out frames at its image size."""
+    import torch
+
+    from dystream_ros.model.checkpoint import load_checkpoint
+    from dystream_ros.train.data import FrameBank
+
+    torch.set_num_threads(2)
+    ae = load_checkpoint(checkpoint, render=True).eval().autoencoder
+    return ae, FrameBank(data, size=ae.cfg.image_size, keep_audio=False)
+
+
 def _decode(ae, reference: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Encode uint8 frames (T, S, S, 3) with the motion encoder and decode them from ``reference``:
     the output images and the synthesis branch alone, both uint8 (T, S, S, 3)."""
@@ -81,15 +93,9 @@ def _decode(ae, reference: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, 
 
 def decoder_crops_figure(checkpoint: str, data: str, out: str, conversations: int, per: int) -> None:
     """Mouth crops of each conversation's most open frames: ground truth / decoded / synthesis branch."""
-    import torch
-
     from dystream_ros.eval.lipsync import _gt_columns, gt_mouth
-    from dystream_ros.model.checkpoint import load_checkpoint
-    from dystream_ros.train.data import FrameBank
 
-    torch.set_num_threads(2)
-    ae = load_checkpoint(checkpoint, render=True).eval().autoencoder
-    bank = FrameBank(data, size=ae.cfg.image_size, keep_audio=False)
+    ae, bank = _autoencoder_and_data(checkpoint, data)
     blocks = []
     for c in range(min(conversations, len(bank))):
         n = bank.num_frames(c)
@@ -118,15 +124,9 @@ def decoder_crops_figure(checkpoint: str, data: str, out: str, conversations: in
 
 def decoder_mouth_figure(checkpoint: str, data: str, out: str, conversations: int, frames: int) -> None:
     """Mouth read from ground-truth renders vs from their decoded latents; the correlations it prints."""
-    import torch
-
     from dystream_ros.eval.lipsync import _gt_columns, gt_mouth, mouth_openness, sync_scores
-    from dystream_ros.model.checkpoint import load_checkpoint
-    from dystream_ros.train.data import FrameBank
 
-    torch.set_num_threads(2)
-    ae = load_checkpoint(checkpoint, render=True).eval().autoencoder
-    bank = FrameBank(data, size=ae.cfg.image_size, keep_audio=False)
+    ae, bank = _autoencoder_and_data(checkpoint, data)
     rows = []
     for c in range(min(conversations, len(bank))):
         n = min(frames, bank.num_frames(c))

@@ -130,6 +130,12 @@ def _image_tensor(image: np.ndarray, size: int, device: torch.device) -> torch.T
     return (t.permute(2, 0, 1)[None] / 127.5) - 1.0
 
 
+def _temperature_value(name: str, t: object) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 <= float(t) <= 2.0:
+        raise ValueError(f"{name} must be a number in [0, 2], got {t!r}")
+    return float(t)
+
+
 class Session:
     """One conversation stream. Not thread-safe: call from one thread (the node's timer)."""
 
@@ -169,9 +175,7 @@ class Session:
 
     @temperature.setter
     def temperature(self, t: float) -> None:
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 <= float(t) <= 2.0:
-            raise ValueError(f"temperature must be a number in [0, 2], got {t!r}")
-        self._temperature = float(t)
+        self._temperature = _temperature_value("temperature", t)
 
     @property
     def head_temperature(self) -> float:
@@ -180,9 +184,7 @@ class Session:
 
     @head_temperature.setter
     def head_temperature(self, t: float) -> None:
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 <= float(t) <= 2.0:
-            raise ValueError(f"head_temperature must be a number in [0, 2], got {t!r}")
-        self._head_temperature = float(t)
+        self._head_temperature = _temperature_value("head_temperature", t)
 
     def start_noise(self, n: int) -> torch.Tensor:
         """(1, D) noise the flow of frame ``n`` starts from: a seeded N(0, I) draw scaled by
