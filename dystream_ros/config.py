@@ -229,13 +229,13 @@ class SamplerConfig:
     """Inference defaults: Euler steps, classifier-free guidance weights and the sampling temperatures.
 
     ``temperature`` scales the Gaussian noise the flow ODE starts from (1 = the training prior, 0 = the
-    same start for every frame). Below 1 the samples move towards the most likely motion: on held-out
-    conversations 0.5 raised the embedded model's lip-sync correlation from 0.42 to 0.53 and lowered
-    its head motion while listening from 1.33x to 1.18x silence (docs/TRAINING.md); 1 keeps the full
-    variety. ``head_temperature`` replaces it along the latent directions the head pose moves along
-    (the model's ``head_basis``, fitted when the generator is exported from latents with ground-truth
-    articulation), so a listener's nods stay lively while the mouth stays precise; a model without a
-    fitted basis (all zeros) uses ``temperature`` everywhere.
+    same start for every frame). Below 1 the samples move towards the most likely motion, which sharpens
+    the lip-sync (docs/TRAINING.md gives the embedded model's numbers at 0.5 and 1.0).
+    ``head_temperature`` replaces it along the latent directions the head pose moves along (the model's
+    ``head_basis``, fitted when the generator is exported from latents with ground-truth articulation;
+    a model without a fitted basis, all zeros, uses ``temperature`` everywhere). Raising it makes the
+    head livelier in every state, including silence, without changing the mouth; on the embedded model
+    1.0 lowered the listening/silence head-motion ratio, so the default equals ``temperature``.
     """
 
     steps: int = 5
@@ -243,7 +243,7 @@ class SamplerConfig:
     guidance_listener: float = 0.5
     guidance_anchor: float = 0.0
     temperature: float = 0.5
-    head_temperature: float = 1.0
+    head_temperature: float = 0.5
 
     def __post_init__(self) -> None:
         _check(

@@ -199,7 +199,7 @@ def test_runtime_parameters_are_validated(sim):
         assert not res.successful and res.reason, bad
     assert node.get_parameter("steps").value == 3 and node.get_parameter("profile").value == "lite"
     _set_params(probe, steps=5, guidance_speaker=1.0, catch_up_limit=10000, listener_wait_ms=5000.0,
-                publish_compressed=False, temperature=0.5, head_temperature=1.0)
+                publish_compressed=False, temperature=0.5, head_temperature=0.5)
 
 
 def test_reset_and_set_reference_services(sim, tmp_path):

@@ -117,8 +117,8 @@ SPECS: tuple[Spec, ...] = (
          lo=0.0, hi=20.0),
     Spec("temperature", 0.5, "scale of the flow's starting noise: 1 = full variety, lower = closer to the "
          "most likely motion (sharper lip-sync)", lo=0.0, hi=2.0),
-    Spec("head_temperature", 1.0, "the same along the latent's head-pose directions (the model's "
-         "head_basis): keeps a listener's nods lively at a low temperature", lo=0.0, hi=2.0),
+    Spec("head_temperature", 0.5, "the same along the latent's head-pose directions (the model's "
+         "head_basis): higher = a livelier head in every state, the mouth unchanged", lo=0.0, hi=2.0),
     Spec("catch_up_limit", 8, "most frames produced per 40 ms tick; older due frames are skipped and "
          "counted. Keep it above (listener_wait_ms + 40) / 40 so frames that waited for a late channel "
          "are not skipped when it resumes", lo=1, hi=10000),
