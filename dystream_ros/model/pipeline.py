@@ -191,6 +191,8 @@ class Session:
         ``head_temperature`` along ``head_basis`` and by ``temperature`` everywhere else."""
         g = torch.Generator().manual_seed(frame_seed(self.seed, n))
         e = torch.randn(1, self._cfg.latent_dim, generator=g)
+        if self._head_temperature == self._temperature:
+            return self._temperature * e
         along = (e @ self._head_basis.T) @ self._head_basis  # projection on the head-pose directions
         return self._temperature * e + (self._head_temperature - self._temperature) * along
 

@@ -278,9 +278,10 @@ def copy_motion_encoder(path: str | Path, dst: DyStreamModel) -> None:
     motion-encoder config and every name and shape must match ``dst``'s. Lets a decoder of a new design
     train on a motion encoder (and latents, and a generator) that exist.
     """
-    a, b = read_config(path).autoencoder, dst.cfg.autoencoder
+    src = read_config(path)
+    a, b = src.autoencoder, dst.cfg.autoencoder
     diff = [f for f in _MOTION_FIELDS if getattr(a, f) != getattr(b, f)]
-    if read_config(path).latent_dim != dst.cfg.latent_dim:
+    if src.latent_dim != dst.cfg.latent_dim:
         diff.append("latent_dim")
     if diff:
         raise ValueError(f"--init-motion: the checkpoint's motion encoder differs from the profile's: {diff}")

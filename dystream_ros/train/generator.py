@@ -225,8 +225,11 @@ def train_generator(args) -> int:
         if args.head_temperature is not None:
             sampler["head_temperature"] = args.head_temperature
 
-        # The latent's head-pose directions, for SamplerConfig.head_temperature (synthetic data only).
-        head_basis = fit_head_basis(data.latents, data.params) if data.params is not None else None
+        # The latent's head-pose directions, for SamplerConfig.head_temperature (synthetic data only;
+        # only the main process exports).
+        head_basis = None
+        if info.main and data.params is not None:
+            head_basis = fit_head_basis(data.latents, data.params)
 
         def export(step_: int) -> None:
             export_model(
