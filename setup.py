@@ -12,14 +12,20 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 
 
-def requirements() -> list[str]:
+def requirements(name: str = "requirements.txt") -> list[str]:
     reqs = []
-    for line in (HERE / "requirements.txt").read_text().splitlines():
+    for line in (HERE / name).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            reqs += requirements(line[3:].strip())
         # Test and lint tools are development dependencies, not runtime ones.
-        if line and not line.startswith(("pytest", "ruff")):
+        elif line and not line.startswith(("pytest", "ruff")):
             reqs.append(line)
-    return reqs + ["torch==2.13.0"]
+    return reqs
+
+
+def install_requires() -> list[str]:
+    return requirements() + ["torch==2.13.0"]
 
 
 setup(
@@ -39,6 +45,6 @@ setup(
         ("share/dystream_ros/srv", [str(p) for p in sorted(Path("srv").glob("*.srv"))]),
         ("share/dystream_ros/config", [str(p) for p in sorted(Path("config").glob("*.yaml"))]),
     ],
-    install_requires=requirements(),
+    install_requires=install_requires(),
     entry_points={"console_scripts": ["dystream = dystream_ros.cli:main"]},
 )

@@ -499,6 +499,9 @@ def _base() -> ModelConfig:
 
 PROFILES: dict[str, typing.Callable[[], ModelConfig]] = {"lite": _lite, "base": _base}
 
+# Execution backends (runtime/backends.py implements each; the node and `dystream bench` offer these).
+BACKENDS = ("auto", "torch", "onnxruntime")
+
 
 def load_profile(name: str, **overrides: Any) -> ModelConfig:
     """The named profile's config, optionally with overrides (``audio={"lookahead_ms": 120}``)."""

@@ -62,7 +62,7 @@ if ! stamp_ok torch "2.13.0"; then
   stamp_set torch "2.13.0"
 fi
 
-h=$(hash_of requirements.txt)
+h=$(hash_of requirements.txt requirements-robot.txt)
 if ! stamp_ok requirements "$h"; then
   log "installing requirements.txt"
   pipi -r requirements.txt

@@ -1,4 +1,10 @@
-"""Helpers for the dystream_node tests over real DDS: audio messages, an output collector, waiting."""
+"""Helpers for the dystream_node tests over real DDS: audio messages, an output collector, waiting.
+
+In-process tests spin the node the way ``dystream_node``'s ``main`` does: one SingleThreadedExecutor
+(the model work runs on the node's own producer thread). rclpy's MultiThreadedExecutor busy-spins its
+wait loop while callbacks run, holding the GIL, which made model steps 10-100x slower on some machines
+and turned timing luck into test failures.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +55,23 @@ def tone_stereo_int16(rate: int, seconds: float, freq: float = 220.0, amp: float
     return (np.stack([left, right], axis=1) * 32767).astype(np.int16)
 
 
+class Spinner:
+    """Nodes spun by one SingleThreadedExecutor on a background thread (as in production)."""
+
+    def __init__(self, *nodes):
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.executor = SingleThreadedExecutor()
+        for n in nodes:
+            self.executor.add_node(n)
+        self.thread = threading.Thread(target=self.executor.spin, name="test_spin", daemon=True)
+        self.thread.start()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(timeout_sec=5)
+        self.thread.join(timeout=10)
+
+
 def wait_for(cond, timeout: float, period: float = 0.02) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -77,6 +100,7 @@ class Probe(Node):
         self.last_clock = 0
         self.speaker = self.create_publisher(AudioChunk, prefix + "speaker_audio", audio_qos)
         self.listener = self.create_publisher(AudioChunk, prefix + "listener_audio", audio_qos)
+        self.sent: dict[str, int] = defaultdict(int)  # audio messages published per channel
         self.clock = self.create_publisher(Clock, "/clock", 10)
 
         def sub(cls, topic, key, qos=out_qos):
@@ -89,6 +113,12 @@ class Probe(Node):
         self.info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                    reliability=ReliabilityPolicy.RELIABLE,
                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+    def send(self, channel: str, msg: AudioChunk) -> None:
+        """Publish on ``speaker`` / ``listener`` and count it (see ``sent``)."""
+        (self.speaker if channel == "speaker" else self.listener).publish(msg)
+        with self.lock:
+            self.sent[channel] += 1
 
     def watch_rosout(self) -> None:
         from rcl_interfaces.msg import Log

@@ -120,3 +120,57 @@ def test_ruff_passes():
     r = subprocess.run([ruff, "check", "dystream_ros", "test", "scripts", "setup.py"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# Where each third-party module the package imports comes from on a robot: a rosdep key in package.xml,
+# or a pip requirement in requirements-robot.txt (README "Robot checklist"). Torch is installed for the
+# robot's hardware; mediapipe is the evaluation-only mouth reader (requirements.txt, not a robot need).
+_MODULE_SOURCES = {
+    "numpy": "python3-numpy", "yaml": "python3-yaml", "scipy": "python3-scipy", "cv2": "python3-opencv",
+    "PIL": "python3-pil", "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib",
+    "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "builtin_interfaces": "builtin_interfaces",
+    "std_msgs": "std_msgs", "sensor_msgs": "sensor_msgs", "diagnostic_msgs": "diagnostic_msgs",
+    "std_srvs": "std_srvs", "rosgraph_msgs": "rosgraph_msgs", "ament_index_python": "ament_index_python",
+    "launch": "launch", "launch_ros": "launch_ros", "lifecycle_msgs": "lifecycle_msgs",
+    "safetensors": "pip:safetensors", "onnxruntime": "pip:onnxruntime", "rosbags": "pip:rosbags",
+    "av": "pip:av", "torch": "torch", "mediapipe": "evaluation",
+}
+
+
+def _third_party_imports(paths) -> set[str]:
+    import ast
+
+    found = set()
+    for f in paths:
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.Import):
+                found |= {a.name.split(".")[0] for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+                found.add(n.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"dystream_ros"}
+
+
+def test_runtime_dependencies_are_declared():
+    """Every module the package (and its launch file) imports is installed by rosdep or by
+    requirements-robot.txt; the README checklist names each pip package."""
+    from catkin_pkg.package import parse_package
+
+    paths = list((REPO / "dystream_ros").rglob("*.py")) + [REPO / "launch" / "dystream.launch.py"]
+    imported = _third_party_imports(paths)
+    unknown = imported - set(_MODULE_SOURCES)
+    assert not unknown, f"imported but not declared anywhere (add to package.xml or requirements): {unknown}"
+    pkg = parse_package(str(REPO / "package.xml"))
+    keys = {d.name for d in pkg.exec_depends + pkg.build_depends}
+    robot = {line.split("==")[0] for line in (REPO / "requirements-robot.txt").read_text().splitlines()
+             if line and not line.startswith("#")}
+    readme = (REPO / "README.md").read_text()
+    for module in imported:
+        src = _MODULE_SOURCES[module]
+        if src.startswith("pip:"):
+            assert src[4:] in robot and f"`{src[4:]}`" in readme, module
+        elif src not in ("torch", "evaluation"):
+            assert src in keys, f"package.xml lacks {src} (imported as {module})"
+    # onnx is never imported, but torch.onnx.export needs it for the default CPU backend
+    assert "onnx" in robot and "`onnx`" in readme
+    dev = (REPO / "requirements.txt").read_text()
+    assert "-r requirements-robot.txt" in dev  # one set of pins

@@ -1,14 +1,17 @@
 """dystream_node under bad input, over real DDS with sim time: it stays alive and counts/logs what happened.
 
 NaN/Inf audio, empty messages, unknown and MP3 encodings, sample rate 0, zero channels, odd byte counts,
-a backwards clock jump, a 30 s gap and a 10x real-time burst. The test owns /clock, so 30 s of sim time
-pass in a few seconds; the node runs with its default catch-up limit, so a slow machine skips frames
-during the gap (counted) instead of stalling.
+a backwards clock jump, a 30 s gap, a 10x real-time burst and a deliberate overload. The test owns
+/clock and moves it only when the node has caught up (every published chunk received, at most two
+frames due and not yet produced), so what happens depends on the stamps and the clock, never on how
+fast this machine is; 30 s of sim time pass in seconds. Overload is made on purpose (a 2 s clock jump
+with audio buffered) and its counted outcome asserted. The node is spun as in production (one
+SingleThreadedExecutor + its producer thread); audio is reliable so that "every chunk received" is a
+condition that can be waited for.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -19,14 +22,15 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
 
 from dystream_ros.msg import AudioChunk  # noqa: E402
-from node_helpers import NS, Probe, chunk_msg, stamp_ns, to_time, wait_for  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from node_helpers import NS, Probe, Spinner, chunk_msg, stamp_ns, to_time, wait_for  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 MS = 1_000_000
 FRAME = 40 * MS
 T_START = 1000 * NS
+MAX_BACKLOG = 2  # frames due but not produced before the clock moves on (catch_up_limit is 8)
+CATCH_UP_LIMIT = 8
 
 
 class Sim:
@@ -36,12 +40,26 @@ class Sim:
         self.node, self.probe = node, probe
         self.t = T_START
 
+    def received_all(self) -> bool:
+        s = self.snap()
+        return all(s[f"{ch}_messages_received"] >= self.probe.sent[ch] for ch in ("speaker", "listener"))
+
+    def settle(self, timeout: float = 120.0) -> None:
+        """Wait until the node has every chunk sent so far and has produced what is due (but a backlog of
+        ``MAX_BACKLOG``, which the next timer tick takes)."""
+        assert wait_for(self.received_all, timeout), ("audio not received", dict(self.probe.sent),
+                                                      self.snap())
+        assert wait_for(lambda: self.snap().get("frames_pending", 0) <= MAX_BACKLOG, timeout), \
+            ("node did not catch up", self.snap())
+
     def advance(self, to_ns: int, step: int = 10 * MS, sleep: float = 0.002, feed=None) -> None:
-        """Move the clock to ``to_ns`` in ``step`` increments; ``feed(t)`` may publish audio before each."""
+        """Move the clock to ``to_ns`` in ``step`` increments, each once the node has caught up;
+        ``feed(t)`` may publish audio before each."""
         while self.t < to_ns:
             self.t = min(to_ns, self.t + step)
             if feed:
                 feed(self.t)
+            self.settle()
             self.probe.publish_clock(self.t)
             time.sleep(sleep)
 
@@ -79,9 +97,9 @@ class Sim:
             while pending and pending[0][0] + len(pending[0][1]) * NS // rate <= t:
                 st, c = pending.pop(0)
                 if speaker:
-                    self.probe.speaker.publish(chunk_msg(c, rate, st, encoding="pcm_f32le"))
+                    self.probe.send("speaker", chunk_msg(c, rate, st, encoding="pcm_f32le"))
                 if listener:
-                    self.probe.listener.publish(chunk_msg(c, rate, st, encoding="pcm_f32le"))
+                    self.probe.send("listener", chunk_msg(c, rate, st, encoding="pcm_f32le"))
         return feed
 
 
@@ -91,24 +109,25 @@ def sim():
 
     rclpy.init()
     overrides = {"use_sim_time": True, "checkpoint": "random", "autostart": False, "render": False,
-                 "warmup_frames": 1, "output_qos_depth": 100}
+                 "warmup_frames": 1, "output_qos_depth": 100, "catch_up_limit": CATCH_UP_LIMIT,
+                 "input_qos": "reliable", "input_qos_depth": 1000}
     node = DystreamNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    probe = Probe()
+    probe = Probe(reliable_audio=True)
     probe.watch_rosout()
-    ex = MultiThreadedExecutor(num_threads=4)
-    ex.add_node(node)
-    ex.add_node(probe)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
+    spinner = Spinner(node, probe)
     probe.publish_clock(T_START)
     assert wait_for(lambda: node.get_clock().now().nanoseconds >= T_START, 30)
     from rclpy.lifecycle import TransitionCallbackReturn
 
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    time.sleep(0.5)  # subscriptions match
+    # both directions matched before anything is sent (reliable + volatile: earlier messages are not kept)
+    assert wait_for(lambda: probe.speaker.get_subscription_count() >= 1
+                    and probe.listener.get_subscription_count() >= 1
+                    and node._pubs["latent"].get_subscription_count() >= 1
+                    and node._pubs["state"].get_subscription_count() >= 1, 30)
     yield Sim(node, probe)
-    ex.shutdown(timeout_sec=2)
+    spinner.shutdown()
     node.release_for_exit()
     node.destroy_node()
     probe.destroy_node()
@@ -120,7 +139,7 @@ def _bad(probe, stamp, *, data=b"", rate=16000, channels=1, encoding="pcm_s16le"
     m.header.stamp = to_time(stamp)
     m.sample_rate, m.channels, m.encoding = rate, channels, encoding
     m.data = data
-    probe.speaker.publish(m)
+    probe.send("speaker", m)
     time.sleep(0.01)
 
 
@@ -129,7 +148,7 @@ def test_malformed_messages_are_counted_logged_and_survived(sim):
     p, t = sim.probe, sim.t
     nan = np.full(320, 0.1, np.float32)
     nan[[3, 50, 100]] = [np.nan, np.inf, -np.inf]
-    p.speaker.publish(chunk_msg(nan, 16000, t, encoding="pcm_f32le"))
+    p.send("speaker", chunk_msg(nan, 16000, t, encoding="pcm_f32le"))
     _bad(p, t)  # empty
     _bad(p, t, data=b"\x00" * 640, encoding="pcm_u8")  # unknown encoding
     _bad(p, t, data=b"\xff\xfb" * 320, encoding="mp3")  # compressed
@@ -155,7 +174,7 @@ def test_malformed_messages_are_counted_logged_and_survived(sim):
     # Rate-limited: a flood of NaN messages gives no flood of logs.
     before = len(p.logs("NaN/Inf"))
     for _ in range(30):
-        p.speaker.publish(chunk_msg(nan, 16000, t, encoding="pcm_f32le"))
+        p.send("speaker", chunk_msg(nan, 16000, t, encoding="pcm_f32le"))
     assert wait_for(lambda: sim.snap()["nonfinite_samples"] >= 3 * 31, 20)
     time.sleep(0.5)
     assert len(p.logs("NaN/Inf")) - before <= 2
@@ -189,7 +208,7 @@ def test_30s_gap_becomes_silence(sim):
     before = sim.snap()
     start = sim.t
     sim.advance(start + 1 * NS, feed=sim.stream(1.0, start))
-    sim.advance(start + 31 * NS, step=40 * MS, sleep=0.002)  # 30 s without audio, fast
+    sim.advance(start + 31 * NS, step=40 * MS, sleep=0.002)  # 30 s without audio (paced by the node)
     resume = start + 31 * NS
     sim.advance(resume + 1 * NS, feed=sim.stream(1.0, resume))
     target = (resume + 500 * MS - start) // FRAME
@@ -205,8 +224,10 @@ def test_30s_gap_becomes_silence(sim):
     off = [(m.frame_index, (stamp_ns(m.header) - start) / 1e6) for m in lat
            if stamp_ns(m.header) != start + FRAME * m.frame_index]
     assert not off, f"stamps off the grid: {off[:5]}"
-    # every frame index up to the last one was either published or counted as skipped
+    # every frame index up to the last one was either published or counted as skipped; the clock never
+    # ran ahead of the node, so none was skipped
     assert len(idx) + s["skipped_frames_session"] >= idx[-1] + 1
+    assert s["skipped_frames_session"] == 0, s["skipped_frames_session"]
     states = {m.frame_index: m for m in sim.probe.get("state")}
     quiet = [st for i, st in states.items() if 40 <= i < 700]
     assert quiet and all(st.state == 0 for st in quiet), "silence during the gap must read as idle"
@@ -226,7 +247,7 @@ def test_10x_realtime_burst_is_buffered_and_paced(sim):
         for _ in range(per_step):
             if chunks:
                 st, c = chunks.pop(0)
-                sim.probe.speaker.publish(chunk_msg(c, rate, st))
+                sim.probe.send("speaker", chunk_msg(c, rate, st))
 
     sim.advance(start + 1 * NS, step=FRAME, sleep=0.02, feed=feed)
     assert not chunks
@@ -243,3 +264,36 @@ def test_10x_realtime_burst_is_buffered_and_paced(sim):
     n_frames = len({m.frame_index for m, _ in pairs})
     assert n_frames <= (sim.t - start) // FRAME + 1, "frames produced faster than 25 Hz of clock"
     assert s["speaker_buffer_ms"] > 3000  # still buffered: the burst plays out at the clock's pace
+
+
+def test_overload_is_skipped_and_counted(sim):
+    """A 2 s clock jump (below max_clock_jump_s, so lateness, not a restart) with the audio already
+    buffered: 50 frames fall due at once, the node produces the newest catch_up_limit of them, skips the
+    rest, counts each one, logs it, and then keeps pace again."""
+    sim.reset()
+    start = sim.t
+    feed = sim.stream(4.0, start)
+    sim.advance(start + 1 * NS, feed=feed)
+    feed(start + 4 * NS)  # the rest of the 4 s of audio, ahead of the clock
+    sim.settle()
+    assert sim.wait(lambda: sim.snap()["frames_pending"] == 0)
+    before = sim.snap()
+    n0 = before["next_frame"]
+    sim.t += 2 * NS
+    sim.probe.publish_clock(sim.t)  # the overload: one tick finds ~50 frames due
+    assert sim.wait(lambda: sim.snap()["frames_pending"] == 0 and sim.snap()["next_frame"] >= n0 + 49)
+    after = sim.snap()
+    n1 = after["next_frame"]
+    skipped = after["skipped_frames"] - before["skipped_frames"]
+    assert skipped >= (n1 - n0) - CATCH_UP_LIMIT - MAX_BACKLOG and skipped > 0, (skipped, n0, n1)
+    assert after["clock_resets"] == before["clock_resets"]  # lateness, not a new stream
+    # every frame of the jump was published or counted as skipped, and the skipped ones are the oldest
+    assert wait_for(lambda: len({m.frame_index for m in sim.probe.get("latent") if n0 <= m.frame_index < n1})
+                    == n1 - n0 - skipped, 30)
+    published = sorted({m.frame_index for m in sim.probe.get("latent") if n0 <= m.frame_index < n1})
+    assert published == list(range(n0 + skipped, n1)), (published[:3], n0, skipped, n1)
+    assert all(stamp_ns(m.header) == start + FRAME * m.frame_index for m in sim.probe.get("latent"))
+    assert wait_for(lambda: sim.probe.logs("behind the clock: skipped"), 10)
+    # and it keeps pace afterwards: no more skips while the clock moves at the node's pace
+    sim.advance(sim.t + 500 * MS)
+    assert sim.snap()["skipped_frames"] == after["skipped_frames"]

@@ -48,7 +48,7 @@ def test_missing_embedded_default_fails_configure_with_advice(ros, tmp_path, mon
     ({"checkpoint": "/nonexistent/model.safetensors"}, "/nonexistent/model.safetensors"),
     ({"checkpoint": "random", "reference": "/nonexistent/face.png"}, "/nonexistent/face.png"),
     ({"checkpoint": "random", "lookahead_ms": 20}, "lookahead"),
-    ({"checkpoint": "random", "backend": "tensorrt"}, "tensorrt"),
+    ({"checkpoint": "random", "backend": "tensorrt"}, "backend must be one of"),
     ({"checkpoint": "random", "audio_msg_type": "audio_common_msgs/msg/AudioDataStamped"},
      "audio_common_msgs"),
 ])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -27,8 +26,7 @@ rclpy = pytest.importorskip("rclpy")
 from lifecycle_msgs.msg import State as LcState  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from node_helpers import NS, Probe, chunk_msg, stamp_ns, wait_for  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from node_helpers import NS, Probe, Spinner, chunk_msg, stamp_ns, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXE = REPO / "install" / "dystream_ros" / "lib" / "dystream_ros" / "dystream_node"
@@ -60,10 +58,7 @@ def proc(tmp_path_factory):
     rclpy.init()
     tester = Probe(ns=NAMESPACE)
     tester.watch_info(f"{NODE}/info")
-    ex = MultiThreadedExecutor(num_threads=3)
-    ex.add_node(tester)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
+    spinner = Spinner(tester)
     try:
         yield p, tester, log
     finally:
@@ -74,7 +69,7 @@ def proc(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 p.kill()
         fh.close()
-        ex.shutdown(timeout_sec=2)
+        spinner.shutdown()
         tester.destroy_node()
         rclpy.try_shutdown()
 
@@ -166,6 +161,11 @@ def test_realtime_run_diagnostics_and_lifecycle(proc):
     assert wait_for(lambda: tester.last_diag(NODE).get("lifecycle_state") == "unconfigured", 10)
     assert _transition(tester, Transition.TRANSITION_CONFIGURE)
     assert _state(tester) == LcState.PRIMARY_STATE_INACTIVE
+    # autostart acted once, at start-up: a manual re-configure stays inactive (the launch file hands
+    # autostart to the node; its former "reached inactive -> activate" handler re-activated here)
+    time.sleep(3.0)
+    assert _state(tester) == LcState.PRIMARY_STATE_INACTIVE, "re-configure re-activated the node"
+    assert log.read_text().count("active: listening") == 1
     assert _transition(tester, Transition.TRANSITION_ACTIVATE)
     assert _state(tester) == LcState.PRIMARY_STATE_ACTIVE
     time.sleep(1.0)

@@ -9,7 +9,6 @@ audio + lookahead has arrived.
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import numpy as np
@@ -19,8 +18,7 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
 
-from node_helpers import NS, Probe, chunk_msg, stamp_ns, tone_stereo_int16, wait_for  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from node_helpers import NS, Probe, Spinner, chunk_msg, stamp_ns, tone_stereo_int16, wait_for  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 T0 = 100 * NS  # sim time at start
@@ -44,11 +42,7 @@ def sim():
     node = DystreamNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     tester = Probe(reliable_audio=True)
     tester.watch_info("/dystream_node/info")
-    ex = MultiThreadedExecutor(num_threads=4)
-    ex.add_node(node)
-    ex.add_node(tester)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
+    spinner = Spinner(node, tester)
     tester.publish_clock(T0)
     assert wait_for(lambda: node.get_clock().now().nanoseconds >= T0, 30), "/clock not received"
     from rclpy.lifecycle import TransitionCallbackReturn
@@ -56,7 +50,7 @@ def sim():
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     yield node, tester
-    ex.shutdown(timeout_sec=2)
+    spinner.shutdown()
     node.release_for_exit()
     node.destroy_node()
     tester.destroy_node()
@@ -181,6 +175,34 @@ def _set_params(probe, **values):
     req = SetParameters.Request()
     req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
     return _call(probe, SetParameters, "/dystream_node/set_parameters", req).results
+
+
+def test_compressed_output_is_advertised_only_while_enabled(sim):
+    node, probe = sim
+    topic = "/face_image/compressed"
+
+    def advertised():
+        return len(probe.get_publishers_info_by_topic(topic))
+
+    assert advertised() == 0 and len(probe.get_publishers_info_by_topic("/face_image")) == 1
+    assert all(r.successful for r in _set_params(probe, publish_compressed=True))
+    # the producer thread applies it at its next tick: nudge the clock
+    t = node.get_clock().now().nanoseconds
+    for _ in range(200):
+        if advertised() == 1:
+            break
+        t += 40_000_000
+        probe.publish_clock(t)
+        time.sleep(0.05)
+    assert advertised() == 1
+    assert all(r.successful for r in _set_params(probe, publish_compressed=False))
+    for _ in range(200):
+        if advertised() == 0:
+            break
+        t += 40_000_000
+        probe.publish_clock(t)
+        time.sleep(0.05)
+    assert advertised() == 0
 
 
 def test_runtime_parameters_are_validated(sim):

@@ -107,3 +107,46 @@ def test_audio_adapters():
 
 def test_launch_file_compiles():
     py_compile.compile(str(REPO / "launch" / "dystream.launch.py"), doraise=True)
+
+
+def test_info_topic_follows_audio_common_names():
+    from dystream_ros.nodes.audio_adapters import info_topic_for
+
+    # audio_capture publishes audio, audio_stamped and one audio_info
+    assert info_topic_for("/mic/audio_stamped") == "/mic/audio_info"
+    assert info_topic_for("/mic/audio") == "/mic/audio_info"
+    assert info_topic_for("audio_stamped") == "audio_info"
+    assert info_topic_for("/tts/speech/") == "/tts/speech_info"
+    with pytest.raises(ValueError):
+        info_topic_for("")
+
+
+def _launch_tree():
+    import ast
+
+    return ast.parse((REPO / "launch" / "dystream.launch.py").read_text())
+
+
+def test_launch_file_arguments_and_lifecycle_wiring():
+    """What launch would do with the file, read from its code (launch itself is not on PyPI here):
+    every argument declared and documented, autostart handed to the node (no event handler that fires
+    again on a re-configure), the logging variable set on the node's process only."""
+    import ast
+
+    tree = _launch_tree()
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    declared = [c.args[0].value for c in calls if c.func.id == "DeclareLaunchArgument"]
+    expected = {"namespace", "params_file", "use_sim_time", "log_level", "autostart", "speaker_topic",
+                "listener_topic", "reference", "checkpoint", "speaker_info_topic", "listener_info_topic"}
+    assert set(declared) == expected and len(declared) == len(expected)
+    readme = (REPO / "README.md").read_text()
+    assert all(f"`{a}`" in readme for a in expected)
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert not names & {"RegisterEventHandler", "OnStateTransition", "EmitEvent", "SetEnvironmentVariable"}
+    (node,) = [c for c in calls if c.func.id == "LifecycleNode"]
+    kw = {k.arg: k.value for k in node.keywords}
+    assert isinstance(kw["additional_env"], ast.Dict)
+    overrides = [n for n in ast.walk(tree) if isinstance(n, ast.Dict)
+                 and any(isinstance(k, ast.Constant) and k.value == "autostart" for k in n.keys)]
+    assert overrides, "autostart is not passed to the node"
+

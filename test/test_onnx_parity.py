@@ -126,3 +126,13 @@ def test_export_main(tmp_path, capsys):
     assert onnx_export.main(["--out", str(tmp_path / "onnx"), "--checkpoint", str(ckpt)]) == 0
     out = capsys.readouterr().out
     assert all(f"{n}: " in out and (tmp_path / "onnx" / f"{n}.onnx").is_file() for n in STEP_NAMES)
+
+
+def test_export_shows_no_progress_bar_off_a_terminal(tmp_path, monkeypatch, capsys):
+    """Under `ros2 launch` (stderr is a pipe) a bar's carriage returns glued it to the next log line."""
+    monkeypatch.setenv("DYSTREAM_CACHE_DIR", str(tmp_path))
+    model = build_model(tiny_config(), render=False, seed=3).eval()
+    paths = onnx_export.cached_export(model, ("audio",))
+    assert paths["audio"].is_file()
+    err = capsys.readouterr().err
+    assert "onnx export" not in err and "\r" not in err, err

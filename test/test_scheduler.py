@@ -239,3 +239,32 @@ def test_has_due_tells_when_audio_completes_a_frame():
     assert not s.has_due(T0 - MS)  # ... but not before its stamp
     s.tick(T0 + 100 * MS, wall=0.0)
     assert not s.has_due(T0 + 100 * MS)
+
+
+def test_pending_frames_is_the_backlog():
+    s = make(catch_up_limit=3)
+    assert s.pending_frames(T0) == 0  # no stream
+    s.push("speaker", chunk(16000), 16000, T0, arrival=0.0)
+    s.push("listener", chunk(16000), 16000, T0, arrival=0.0)
+    # 1 s of audio: frames 0..23 have audio + 60 ms lookahead; at T0 + 400 ms frames 0..10 are due
+    assert s.pending_frames(T0 + 400 * MS) == 11
+    plan = s.tick(T0 + 400 * MS, wall=0.0)
+    assert len(plan.frames) == 3 and plan.skipped == 8
+    assert s.pending_frames(T0 + 400 * MS) == 0 and not s.has_due(T0 + 400 * MS)
+    assert s.pending_frames(T0 + 480 * MS) == 2
+    assert s.pending_frames(T0 + 300 * MS) == 0  # a clock behind the last tick: nothing
+
+
+def test_rate_gate_holds_the_rate_under_tick_jitter():
+    from dystream_ros.runtime.scheduler import RateGate
+
+    rng = np.random.default_rng(0)
+    gate = RateGate()
+    ticks = [T0 + k * 40 * MS + int(rng.uniform(0, 15) * MS) for k in range(1000)]  # 40 ms timer, late
+    assert sum(gate(t, 25.0) for t in ticks) == 1000  # every tick publishes once: exactly 25 Hz
+    gate.reset()
+    n10 = sum(gate(t, 10.0) for t in ticks)  # 40 s of ticks at 10 Hz
+    assert 399 <= n10 <= 401
+    assert not gate(ticks[-1] + 1 * MS, 10.0)  # never twice in one slot
+    assert gate(T0, 10.0)  # the clock went back (bag loop): a new grid, publishes at once
+    assert not gate(T0, 0.0)  # 0 Hz: off

@@ -390,7 +390,7 @@ def load_pipeline(
     a path -> that checkpoint (its config comes from the file; ``profile`` is ignored).
     render=False: latents only (no appearance encoder / decoder).
     backend: ``auto`` (CPU: onnxruntime for audio/generator/head + torch for rendering; CUDA: torch),
-    ``torch``, ``onnxruntime``; ``tensorrt`` raises NotImplementedError (later issue).
+    ``torch``, ``onnxruntime``.
     """
     if checkpoint == "random":
         cfg = profile if isinstance(profile, ModelConfig) else load_profile(profile)

@@ -46,6 +46,21 @@ def import_audio_common():
             f"which is not importable here ({e}); use audio_msg_type '{AUDIO_CHUNK}'") from e
 
 
+def info_topic_for(audio_topic: str) -> str:
+    """The ``AudioInfo`` topic that goes with an audio topic (the launch file's default remapping).
+
+    audio_common's ``audio_capture`` publishes ``<ns>/audio`` and ``<ns>/audio_stamped`` with one
+    ``<ns>/audio_info``, so a name ending in ``_stamped`` maps to its sibling ``..._info``
+    (``/mic/audio_stamped`` -> ``/mic/audio_info``) and any other ``<topic>`` to ``<topic>_info``.
+    """
+    topic = audio_topic.rstrip("/")
+    if not topic:
+        raise ValueError("empty audio topic")
+    if topic.endswith("_stamped"):
+        topic = topic[: -len("_stamped")]
+    return topic + "_info"
+
+
 def message_class(audio_msg_type: str):
     """Python class of the selected audio message type."""
     if audio_msg_type == AUDIO_CHUNK:

@@ -21,8 +21,9 @@ timer; deactivate/cleanup undo them.
 Threads: the model work runs on a producer thread of its own, woken by the 40 ms timer and by audio
 that completes a due frame, so executor callbacks stay short (buffers under a lock). ``main`` spins a
 SingleThreadedExecutor: rclpy's MultiThreadedExecutor busy-spins its wait loop, holding the GIL, while
-any callback is in flight, which made model steps 10-100x slower (measured). Callback groups are still
-set for executors that run callbacks concurrently (in-process tests use a MultiThreadedExecutor): the
+any callback is in flight, which made model steps 10-100x slower (measured); the in-process tests spin
+it the same way. Callback groups are still set for a process that composes it under an executor that
+runs callbacks concurrently: the
 timer in a mutually exclusive group, one mutually exclusive group per audio channel (each channel's
 chunks are buffered in arrival order), diagnostics and services in a third group.
 """
@@ -33,6 +34,7 @@ import collections
 import dataclasses
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -58,7 +60,7 @@ from std_srvs.srv import Trigger
 from dystream_ros.audio import AudioFormatError, decode_pcm
 from dystream_ros.msg import AvatarState, MotionLatent
 from dystream_ros.runtime.feeder import SessionFeeder, SessionOutOfStep
-from dystream_ros.runtime.scheduler import FrameScheduler, SchedulerConfig
+from dystream_ros.runtime.scheduler import FrameScheduler, RateGate, SchedulerConfig
 from dystream_ros.srv import SetReference
 
 from . import audio_adapters as adapters
@@ -100,6 +102,7 @@ class Window:
 class NodeStats:
     frames: int = 0
     idle_frames: int = 0
+    received: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # per channel
     bad_messages: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     nonfinite_samples: int = 0
     clipped_samples: int = 0
@@ -180,7 +183,8 @@ class DystreamNode(LifecycleNode):
         self._audio_info: dict[str, object] = {}
         self._feeder: SessionFeeder | None = None
         self._pending_session = False
-        self._last_idle_ns: int | None = None
+        self._idle_gate = RateGate()  # idle-face publications on a fixed grid of clock times
+        self._optional_pubs_dirty = False  # publish_image / publish_compressed changed at runtime
         self._idle_image: np.ndarray | None = None
         self._meta: dict = {}
         self._out_size = 0
@@ -237,6 +241,8 @@ class DystreamNode(LifecycleNode):
             with self._lock:
                 if self._sched is not None:
                     self._sched.update(**self._scheduler_runtime())
+                if set(updates) & {"publish_image", "publish_compressed"}:
+                    self._optional_pubs_dirty = True
                 if set(updates) & {"steps", "temperature", "head_temperature", "guidance_speaker",
                                    "guidance_listener", "guidance_anchor"}:
                     self._pending_session = True
@@ -397,13 +403,13 @@ class DystreamNode(LifecycleNode):
         reliable = rt["output_reliability"] == "reliable"
         depth = int(rt["output_qos_depth"])
         out = _qos(reliable, depth)
+        self._out_qos = out
         self._pubs = {
-            "image": self.create_lifecycle_publisher(Image, "face_image", out),
-            "compressed": self.create_lifecycle_publisher(CompressedImage, "face_image/compressed", out),
             "latent": self.create_lifecycle_publisher(MotionLatent, "motion_latent", out),
             "state": self.create_lifecycle_publisher(AvatarState, "state", out),
             "info": self.create_lifecycle_publisher(String, "~/info", _qos(True, 1, latched=True)),
         }
+        self._sync_optional_publishers()
         backend = pipe.backend_name if hasattr(pipe, "backend_name") else rt["backend"]
         precision = str(getattr(getattr(pipe, "backend", None), "precision", "fp32"))
         self._meta = {
@@ -423,7 +429,7 @@ class DystreamNode(LifecycleNode):
             with self._lock:
                 self._sched.reset()
             self._feeder.reset()
-            self._last_idle_ns = None
+            self._idle_gate.reset()
             self._audio_info.clear()
             with self._lock:
                 self._clock_jump = None  # e.g. the switch to sim time at start-up: nothing to reset
@@ -442,6 +448,9 @@ class DystreamNode(LifecycleNode):
                         info_cls, f"{channel}_audio_info",
                         lambda msg, c=channel: self._audio_info.__setitem__(c, msg), _qos(True, 1),
                         callback_group=self._info_group))
+            with self._lock:
+                self._optional_pubs_dirty = False
+            self._sync_optional_publishers()  # publish_* may have changed while inactive
             result = super().on_activate(state)
             self._active = True
             self._timer = self.create_timer(1.0 / float(self._meta["fps"]), self._wake.set,
@@ -463,6 +472,29 @@ class DystreamNode(LifecycleNode):
             self.destroy_subscription(s)
         self._subs = []
 
+    _OPTIONAL_PUBS = {"image": ("publish_image", Image, "face_image"),
+                      "compressed": ("publish_compressed", CompressedImage, "face_image/compressed")}
+
+    def _sync_optional_publishers(self) -> None:
+        """Advertise face_image / face_image/compressed only while rendering and their publish_* is on
+        (session lock held; also after a runtime change of publish_image / publish_compressed)."""
+        for key, (param, cls, topic) in self._OPTIONAL_PUBS.items():
+            want = bool(self._rt[param]) and bool(self._rt["render"])
+            if want and key not in self._pubs:
+                pub = self.create_lifecycle_publisher(cls, topic, self._out_qos)
+                if self._active:
+                    pub.on_activate(None)  # created after the activate transition enabled the others
+                self._pubs[key] = pub
+            elif not want and key in self._pubs:
+                self._destroy_publisher(self._pubs.pop(key))
+
+    def _destroy_publisher(self, pub) -> None:
+        destroy = getattr(self, "destroy_lifecycle_publisher", None) or self.destroy_publisher
+        try:
+            destroy(pub)
+        except Exception:  # noqa: BLE001 - already gone during shutdown
+            pass
+
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         with self._session_lock:
             self._stop()
@@ -475,11 +507,7 @@ class DystreamNode(LifecycleNode):
         with self._session_lock:
             self._stop()
             for pub in self._pubs.values():
-                destroy = getattr(self, "destroy_lifecycle_publisher", None) or self.destroy_publisher
-                try:
-                    destroy(pub)
-                except Exception:  # noqa: BLE001 - already gone during shutdown
-                    pass
+                self._destroy_publisher(pub)
             self._pubs = {}
             self._session = None
             self._feeder = None
@@ -525,6 +553,8 @@ class DystreamNode(LifecycleNode):
         arrival = time.monotonic()
         now_ns = self.get_clock().now().nanoseconds
         rt = self._rt
+        with self._lock:
+            self._stats.received[channel] += 1
         try:
             if rt["audio_msg_type"] == adapters.AUDIO_CHUNK:
                 raw = adapters.from_audio_chunk(msg)
@@ -647,6 +677,10 @@ class DystreamNode(LifecycleNode):
                                      f"(catch_up_limit={self._rt['catch_up_limit']}; "
                                      f"{self._sched.stats.skipped_frames} in total)")
             self._apply_session_settings()
+            with self._lock:
+                dirty, self._optional_pubs_dirty = self._optional_pubs_dirty, False
+            if dirty:
+                self._sync_optional_publishers()
             if not self._feeder.prepare(plan):
                 # idle, or nothing due this tick (the session's audio position stays where it is)
                 if plan.idle:
@@ -702,11 +736,11 @@ class DystreamNode(LifecycleNode):
             lm.step_ms = float(sum(t.get(k, 0.0) for k in ("audio", "generator", "head")) if t else step_ms)
             lm.processing_ms = float(processing_ms)
             self._pubs["latent"].publish(lm)
-        if frame.image is not None and (rt["publish_image"] or rt["publish_compressed"]):
+        if frame.image is not None and ("image" in self._pubs or "compressed" in self._pubs):
             img = fit_square(frame.image, self._out_size)
-            if rt["publish_image"]:
+            if "image" in self._pubs:
                 self._pubs["image"].publish(rgb_to_image_msg(img, stamp, meta["frame_id"]))
-            if rt["publish_compressed"]:
+            if "compressed" in self._pubs:
                 self._pubs["compressed"].publish(rgb_to_jpeg_msg(img, stamp, meta["frame_id"],
                                                                  int(rt["jpeg_quality"])))
         with self._lock:
@@ -722,17 +756,13 @@ class DystreamNode(LifecycleNode):
         hz = float(self._rt["idle_publish_hz"])
         if hz <= 0 or self._idle_image is None:
             return
-        last = self._last_idle_ns
-        period = int(_NS / hz)
-        # 1 ms slack: a 40 ms timer must give 25 Hz at idle_publish_hz 25
-        if last is not None and last <= now_ns < last + period - 1_000_000:
+        if not self._idle_gate(now_ns, hz):
             return
-        self._last_idle_ns = now_ns
         stamp = ns_to_time(now_ns)
         fid = self._meta["frame_id"]
-        if self._rt["publish_image"]:
+        if "image" in self._pubs:
             self._pubs["image"].publish(rgb_to_image_msg(self._idle_image, stamp, fid))
-        if self._rt["publish_compressed"]:
+        if "compressed" in self._pubs:
             self._pubs["compressed"].publish(rgb_to_jpeg_msg(self._idle_image, stamp, fid,
                                                              int(self._rt["jpeg_quality"])))
         with self._lock:
@@ -748,7 +778,7 @@ class DystreamNode(LifecycleNode):
             with self._lock:
                 self._sched.reset()
             self._feeder.reset()
-            self._last_idle_ns = None
+            self._idle_gate.reset()
         self.get_logger().info("reset: stream cleared; the next audio starts a new stream")
         response.success, response.message = True, "stream reset"
         return response
@@ -804,6 +834,8 @@ class DystreamNode(LifecycleNode):
             }
             for kind, n in sorted(s.bad_messages.items()):
                 d[f"bad_messages_{kind}"] = n
+            for ch in ("speaker", "listener"):
+                d[f"{ch}_messages_received"] = s.received[ch]
             now = time.monotonic()
             recent = [t for t in s.publish_times if now - t <= 5.0]
             d["output_rate_hz"] = ((len(recent) - 1) / (recent[-1] - recent[0])
@@ -814,7 +846,8 @@ class DystreamNode(LifecycleNode):
                          streams=st.streams, clock_resets=st.clock_resets,
                          restamped_messages=st.restamped_messages, silence_samples=st.silence_samples,
                          discarded_samples=st.discarded_samples,
-                         next_frame=sched.next_frame)
+                         next_frame=sched.next_frame,
+                         frames_pending=sched.pending_frames(self.get_clock().now().nanoseconds))
                 dropped = 0
                 for name, ch in sched.channels.items():
                     cs = ch.stats
@@ -875,8 +908,43 @@ class DystreamNode(LifecycleNode):
             pass
 
 
+def _install_quiet_signal_handlers() -> None:
+    """SIGINT/SIGTERM never raise in Python; rclpy's own handlers (chained to these) end the spin.
+
+    ``ros2 launch`` forwards Ctrl-C to a node that the terminal already sent it to, and stops stragglers
+    with SIGTERM, so a second signal often lands while ``main`` cleans up. With Python's default SIGINT
+    handler that second one raised KeyboardInterrupt out of the cleanup (exit -2, and -6 when it
+    surfaced inside a native call). Installed before ``rclpy.init``, these handlers are what rclpy calls
+    after shutting the context down, so every signal is just noted and the cleanup always runs to the end.
+    :func:`_ignore_signals_for_exit` covers the interpreter's own finalisation after that.
+    """
+    def note(signum, frame):  # noqa: ARG001 - the signal handler signature
+        _SIGNALS_SEEN.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, note)
+
+
+_SIGNALS_SEEN: list[int] = []
+
+
+def _ignore_signals_for_exit() -> None:
+    """Ignore SIGINT/SIGTERM from here to the process exit.
+
+    Python's finalisation resets the signals it handles to SIG_DFL (but leaves ignored ones ignored),
+    and tearing down torch and DDS takes a while: a SIGTERM in that window killed the process (exit 143)
+    after a clean shutdown. SIGKILL still ends a finalisation that hangs.
+    """
+    from rclpy.signals import uninstall_signal_handlers
+
+    uninstall_signal_handlers()  # restores the handlers rclpy chained to, now and not later
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, int(signal.SIG_IGN))  # a plain int: see the note above
+
+
 def main(args=None) -> int:
     """Spin the node (SingleThreadedExecutor + the producer thread); SIGINT/SIGTERM shut it down cleanly."""
+    _install_quiet_signal_handlers()
     rclpy.init(args=args)
     node = executor = None
     rc = 0
@@ -908,6 +976,7 @@ def main(args=None) -> int:
             except Exception:  # noqa: BLE001
                 pass
         rclpy.try_shutdown()
+        _ignore_signals_for_exit()
     return rc
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from dystream_ros.config import BACKENDS
+
 from .audio_adapters import AUDIO_MSG_TYPES
 
 
@@ -66,8 +68,8 @@ SPECS: tuple[Spec, ...] = (
          "runtime with the ~/set_reference service", read_only=True),
     Spec("device", "cpu", "torch device: cpu, cuda, cuda:N, or auto (cuda when available)", read_only=True),
     Spec("backend", "auto", "execution backend: auto (CPU: onnxruntime for audio/generator/head + torch "
-         "rendering; CUDA: torch), torch, onnxruntime, tensorrt", read_only=True,
-         choices=("auto", "torch", "onnxruntime", "tensorrt")),
+         "rendering; CUDA: torch), torch, onnxruntime", read_only=True,
+         choices=BACKENDS),
     Spec("render", True, "render face images (false: motion latents only)", read_only=True),
     Spec("num_threads", 1, "torch intra-op threads (0 = torch's default). 1 suits the lite model on small "
          "CPUs: the executor, DDS and image threads need the other cores, and intra-op sync on a small "

@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dystream_ros.config import BACKENDS
 from dystream_ros.model.dystream import DyStreamModel
 from dystream_ros.runtime import steps
 
 __all__ = ["BACKENDS", "Backend", "HybridBackend", "OnnxRuntimeBackend", "TorchBackend", "make_backend"]
 
-BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 class Backend:
@@ -218,10 +218,7 @@ class HybridBackend(Backend):
 
 
 def make_backend(name: str, model: DyStreamModel, device: str | torch.device = "cpu") -> Backend:
-    """``auto`` (CPU: onnxruntime + torch render; CUDA: torch) | ``torch`` | ``onnxruntime``.
-
-    ``tensorrt`` is not implemented yet (raises NotImplementedError).
-    """
+    """``auto`` (CPU: onnxruntime + torch render; CUDA: torch) | ``torch`` | ``onnxruntime``."""
     if name == "auto":
         if torch.device(device).type == "cpu":
             return HybridBackend(model, device)
@@ -230,9 +227,4 @@ def make_backend(name: str, model: DyStreamModel, device: str | torch.device = "
         return TorchBackend(model, device)
     if name == "onnxruntime":
         return OnnxRuntimeBackend(model, device)
-    if name == "tensorrt":
-        raise NotImplementedError(
-            "backend='tensorrt' is not implemented yet (TensorRT engines are a later issue); "
-            "use backend='auto', 'torch' or 'onnxruntime'"
-        )
     raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dystream_ros.config import ModelConfig
+from dystream_ros.config import BACKENDS, ModelConfig
 
 STAGES = ("audio", "generator", "head", "render", "total")
 
@@ -195,7 +195,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-render", action="store_true", help="latents only (skip the decoder)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument(
         "--checkpoint", default="random", help="'random' (default), 'default' (embedded) or a path"
     )

@@ -132,6 +132,12 @@ def export_step(model: DyStreamModel, name: str, path: str | Path | None = None)
     return data
 
 
+def _export_bar(names):
+    """A progress bar over the exports, on a terminal only: on a pipe (a node's log under ``ros2 launch``,
+    a log file) tqdm's carriage returns would glue the bar to the next log line."""
+    return tqdm(names, desc="onnx export", unit="graph", leave=False, file=sys.stderr, disable=None)
+
+
 def export_onnx(
     model: DyStreamModel, out_dir: str | Path, names: tuple[str, ...] | None = None
 ) -> dict[str, Path]:
@@ -141,7 +147,7 @@ def export_onnx(
     if names is None:
         names = tuple(n for n in STEP_NAMES if model.render or n not in RENDER_STEPS)
     paths = {}
-    for n in tqdm(names, desc="onnx export", unit="graph", leave=False, file=sys.stderr):
+    for n in _export_bar(names):
         paths[n] = out / f"{n}.onnx"
         export_step(model, n, paths[n])
     return paths
@@ -179,7 +185,7 @@ def cached_export(model: DyStreamModel, names: tuple[str, ...] | None = None) ->
     try:
         key_dir.mkdir(parents=True, exist_ok=True)
         os.utime(key_dir)  # most recently used
-        for n in tqdm(missing, desc="onnx export", unit="graph", leave=False, file=sys.stderr):
+        for n in _export_bar(missing):
             fd, tmp = tempfile.mkstemp(dir=key_dir, suffix=".onnx.tmp")
             os.close(fd)
             export_step(model, n, tmp)

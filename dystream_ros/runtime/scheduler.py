@@ -273,9 +273,13 @@ class FrameScheduler:
         """True when a tick at ``now_ns`` would produce (or skip) at least one frame.
 
         Lets a caller wake up as soon as audio completes a frame instead of at its next periodic tick."""
+        return self.pending_frames(now_ns) > 0
+
+    def pending_frames(self, now_ns: int) -> int:
+        """Frames due at ``now_ns`` that no tick has produced or skipped yet (the producer's backlog)."""
         if self.origin_ns is None or (self._last_now is not None and now_ns < self._last_now):
-            return False
-        return self._last_due(int(now_ns)) >= self.next_frame
+            return 0
+        return max(0, self._last_due(int(now_ns)) - self.next_frame + 1)
 
     def tick(self, now_ns: int, *, wall: float) -> TickPlan:
         """Advance to clock ``now_ns``; ``wall`` is the caller's monotonic time (latency bookkeeping)."""
@@ -359,3 +363,36 @@ class FrameScheduler:
         self.next_frame = last + 1
         self.stats.frames += len(plan.frames)
         return plan
+
+
+class RateGate:
+    """Lets through at most ``hz`` events per second of clock, on a fixed grid of clock times.
+
+    For the idle face: the 40 ms timer's ticks jitter (the producer wakes a little late, and a little
+    less late the next time), so "at least one period since the last publish" drops a frame whenever a
+    tick comes early. Here the slots are ``anchor + k * period`` and a tick takes the next slot when it
+    is at most half a period early, so ``hz`` ticks per second give exactly ``hz`` events under any
+    jitter below half a period, and a slower ``hz`` is met on average. A clock that jumps back or
+    stalls for more than a period re-anchors the grid.
+    """
+
+    def __init__(self) -> None:
+        self._next: int | None = None
+
+    def reset(self) -> None:
+        self._next = None
+
+    def __call__(self, now_ns: int, hz: float) -> bool:
+        """True when an event should happen at ``now_ns`` (and takes its slot)."""
+        if hz <= 0:
+            return False
+        period = int(round(_NS / hz))
+        now_ns = int(now_ns)
+        nxt = self._next
+        if nxt is None or now_ns < nxt - 2 * period or now_ns - nxt > period:
+            self._next = now_ns + period
+            return True
+        if now_ns >= nxt - period // 2:
+            self._next = nxt + period
+            return True
+        return False
