@@ -29,7 +29,12 @@ IMAGE_SIZE = 128
 
 
 @pytest.fixture(scope="module")
-def sim():
+def refdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("references")
+
+
+@pytest.fixture(scope="module")
+def sim(refdir):
     from dystream_ros.nodes.dystream_node import DystreamNode
 
     rclpy.init()
@@ -38,7 +43,7 @@ def sim():
                  "warmup_frames": 1, "output_qos_depth": 100,
                  # reliable audio: this test compares latents with an offline run, so a best-effort
                  # sample lost on a loaded machine (a gap of silence) would be a false failure
-                 "input_qos": "reliable", "input_qos_depth": 1000}
+                 "input_qos": "reliable", "input_qos_depth": 1000, "reference_dirs": str(refdir)}
     node = DystreamNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     tester = Probe(reliable_audio=True)
     tester.watch_info("/dystream_node/info")
@@ -224,7 +229,7 @@ def test_runtime_parameters_are_validated(sim):
                 publish_compressed=False, temperature=0.5, head_temperature=0.5)
 
 
-def test_reset_and_set_reference_services(sim, tmp_path):
+def test_reset_and_set_reference_services(sim, refdir):
     import cv2
     from dystream_ros.srv import SetReference
     from sensor_msgs.msg import Image
@@ -242,12 +247,61 @@ def test_reset_and_set_reference_services(sim, tmp_path):
     assert res.success, res.message
     assert node._idle_image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and node._idle_image[..., 2].mean() == 255
 
-    path = tmp_path / "face.png"
+    path = refdir / "face.png"
     cv2.imwrite(str(path), np.full((100, 100, 3), 40, np.uint8))
     req = SetReference.Request(path=str(path))
     assert _call(probe, SetReference, "/dystream_node/set_reference", req).success
     yuv = Image(height=2, width=2, encoding="yuv422", step=4, data=b"\0" * 8)
-    for bad in (SetReference.Request(path=str(tmp_path / "missing.png")), SetReference.Request(),
+    for bad in (SetReference.Request(path=str(refdir / "missing.png")), SetReference.Request(),
                 SetReference.Request(image=yuv)):
         res = _call(probe, SetReference, "/dystream_node/set_reference", bad)
         assert not res.success and res.message
+
+
+def test_set_reference_refuses_hostile_requests_and_the_node_lives_on(sim, refdir, tmp_path):
+    """Paths and images that used to crash the node or read any file: each answers success=false with
+    a clear message, reveals nothing about paths outside reference_dirs, and the node keeps publishing."""
+    import cv2
+    from dystream_ros.srv import SetReference
+    from sensor_msgs.msg import Image
+
+    node, probe = sim
+    outside = tmp_path / "private.png"  # a readable image outside reference_dirs
+    cv2.imwrite(str(outside), np.full((100, 100, 3), 7, np.uint8))
+    (refdir / "notes.png").write_bytes(b"not an image at all")
+    cv2.imwrite(str(refdir / "tiny.png"), np.zeros((1, 1, 3), np.uint8))
+    (refdir / "link.png").symlink_to(outside)  # a link inside pointing outside
+    big = np.zeros((3000, 3000, 3), np.uint8)
+    cases = {
+        "long name": ("x" * 304 + ".png", "outside reference_dirs"),
+        "long name inside": (str(refdir / ("x" * 304 + ".png")), "cannot read image file"),
+        "unknown home": ("~nosuchuser/face.png", "outside reference_dirs"),
+        "outside, exists": (str(outside), "outside reference_dirs"),
+        "outside, missing": (str(tmp_path / "nothing.png"), "outside reference_dirs"),
+        "symlink out": (str(refdir / "link.png"), "outside reference_dirs"),
+        "not an image": (str(refdir / "notes.png"), "cannot decode"),
+        "1x1": (str(refdir / "tiny.png"), "smaller than reference_min_side"),
+        "nul": ("face\0.png", "outside reference_dirs"),  # DDS strings end at the NUL: "face"
+    }
+    for what, (path, needle) in cases.items():
+        res = _call(probe, SetReference, "/dystream_node/set_reference", SetReference.Request(path=path))
+        assert not res.success and needle in res.message, (what, res.message)
+    # the two "outside" answers are identical whether the file exists or not
+    srv = "/dystream_node/set_reference"
+    msgs = {_call(probe, SetReference, srv, SetReference.Request(path=cases[k][0])).message
+            for k in ("outside, exists", "outside, missing")}
+    assert len(msgs) == 1 and str(tmp_path) not in msgs.pop()
+    for w, h, data in ((1, 1, b"\0" * 3), (3000, 3000, big.tobytes())):
+        req = SetReference.Request(image=Image(height=h, width=w, encoding="rgb8", step=3 * w, data=data))
+        res = _call(probe, SetReference, "/dystream_node/set_reference", req)
+        assert not res.success and "reference_m" in res.message, (w, h, res.message)
+    # still alive and publishing (idle faces come with the clock)
+    n = probe.count("image")
+    t = node.get_clock().now().nanoseconds
+    for _ in range(100):
+        if probe.count("image") >= n + 3:
+            break
+        t += 40_000_000
+        probe.publish_clock(t)
+        time.sleep(0.05)
+    assert probe.count("image") >= n + 3

@@ -150,3 +150,30 @@ def test_launch_file_arguments_and_lifecycle_wiring():
                  and any(isinstance(k, ast.Constant) and k.value == "autostart" for k in n.keys)]
     assert overrides, "autostart is not passed to the node"
 
+
+
+def test_reference_limits_are_checked_before_decoding(tmp_path):
+    import cv2
+
+    from dystream_ros.nodes.image_codec import (
+        ReferenceLimits,
+        ReferenceRefused,
+        load_image_file,
+        resolve_reference_path,
+    )
+
+    img = tmp_path / "face.png"
+    cv2.imwrite(str(img), np.full((300, 200, 3), 90, np.uint8))
+    lim = ReferenceLimits(max_pixels=300 * 200, max_bytes=1 << 20, min_side=64, dirs=(tmp_path.resolve(),))
+    assert load_image_file(resolve_reference_path(str(img), lim), lim).shape == (300, 200, 3)
+    with pytest.raises(ReferenceRefused, match="reference_max_pixels"):
+        load_image_file(img, ReferenceLimits(max_pixels=300 * 200 - 1))
+    with pytest.raises(ReferenceRefused, match="reference_max_bytes"):
+        load_image_file(img, ReferenceLimits(max_bytes=100))
+    with pytest.raises(ReferenceRefused, match="reference_min_side"):
+        load_image_file(img, ReferenceLimits(min_side=201))
+    with pytest.raises(ReferenceRefused, match="invalid path"):
+        resolve_reference_path("face\0.png", lim)
+    with pytest.raises(ReferenceRefused, match="outside reference_dirs"):
+        resolve_reference_path(str(tmp_path / ".." / "face.png"), lim)  # ".." is resolved first
+    assert resolve_reference_path("/etc/passwd", ReferenceLimits()) == Path("/etc/passwd")  # no dirs: any

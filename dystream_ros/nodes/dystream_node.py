@@ -34,11 +34,13 @@ import collections
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -64,7 +66,15 @@ from dystream_ros.runtime.scheduler import FrameScheduler, RateGate, SchedulerCo
 from dystream_ros.srv import SetReference
 
 from . import audio_adapters as adapters
-from .image_codec import fit_square, image_msg_to_rgb, load_image_file, rgb_to_image_msg, rgb_to_jpeg_msg
+from .image_codec import (
+    ReferenceLimits,
+    fit_square,
+    image_msg_to_rgb,
+    load_image_file,
+    resolve_reference_path,
+    rgb_to_image_msg,
+    rgb_to_jpeg_msg,
+)
 from .params import SPEC_BY_NAME, SPECS
 
 NODE_NAME = "dystream_node"
@@ -187,6 +197,7 @@ class DystreamNode(LifecycleNode):
         self._optional_pubs_dirty = False  # publish_image / publish_compressed changed at runtime
         self._idle_image: np.ndarray | None = None
         self._meta: dict = {}
+        self._ref_limits: ReferenceLimits | None = None
         self._out_size = 0
 
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -224,6 +235,13 @@ class DystreamNode(LifecycleNode):
     # ==========================================================================================
     # parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
+        try:
+            return self._set_parameters(params)
+        except Exception as e:  # noqa: BLE001 - a parameter call never takes the node down
+            self.get_logger().error(f"set_parameters failed: {type(e).__name__}: {e}")
+            return SetParametersResult(successful=False, reason=f"internal error ({type(e).__name__}: {e})")
+
+    def _set_parameters(self, params) -> SetParametersResult:
         updates = {}
         for p in params:
             spec = SPEC_BY_NAME.get(p.name)
@@ -351,10 +369,12 @@ class DystreamNode(LifecycleNode):
                                  f"backend={rt['backend']}) failed: {type(e).__name__}: {e}") from e
         self._pipe = pipe
 
-        # reference face
+        # reference face (the launch-time file is the operator's choice: size limits only)
+        self._ref_limits = self._reference_limits(rt)
         if rt["reference"]:
             try:
-                ref = load_image_file(rt["reference"])
+                ref = load_image_file(os.path.expanduser(rt["reference"]),
+                                      dataclasses.replace(self._ref_limits, dirs=()))
             except (FileNotFoundError, ValueError) as e:
                 raise ConfigureError(f"reference image: {e}") from e
         else:
@@ -771,6 +791,14 @@ class DystreamNode(LifecycleNode):
     # ==========================================================================================
     # services
     def _on_reset(self, request, response):
+        try:
+            return self._reset(response)
+        except Exception as e:  # noqa: BLE001 - a service call never takes the node down
+            self.get_logger().error(f"reset failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+            response.success, response.message = False, f"reset failed ({type(e).__name__})"
+            return response
+
+    def _reset(self, response):
         with self._session_lock:
             if self._session is None:
                 response.success, response.message = False, f"node is {self._state_label}: nothing to reset"
@@ -783,13 +811,44 @@ class DystreamNode(LifecycleNode):
         response.success, response.message = True, "stream reset"
         return response
 
+    @staticmethod
+    def _reference_limits(rt: dict) -> ReferenceLimits:
+        """The ``reference_*`` parameters; ``reference_dirs`` '' = the package avatars + the directory of
+        the launch-time ``reference``."""
+        from dystream_ros.model.pipeline import DEFAULT_AVATAR
+
+        dirs = [d for d in rt["reference_dirs"].split(os.pathsep) if d.strip()]
+        if not dirs:
+            dirs = [str(DEFAULT_AVATAR.parent)]
+            if rt["reference"]:
+                dirs.append(os.path.dirname(os.path.abspath(os.path.expanduser(rt["reference"]))))
+        return ReferenceLimits(max_pixels=int(rt["reference_max_pixels"]),
+                               max_bytes=int(rt["reference_max_bytes"]),
+                               min_side=int(rt["reference_min_side"]),
+                               dirs=tuple(Path(os.path.realpath(os.path.expanduser(d))) for d in dirs))
+
     def _on_set_reference(self, request, response):
         try:
+            return self._set_reference(request, response)
+        except Exception as e:  # noqa: BLE001 - a service call never takes the node down
+            self.get_logger().error(f"set_reference failed: {type(e).__name__}: {e}\n"
+                                    f"{traceback.format_exc()}")
+            response.success = False
+            response.message = f"set_reference failed ({type(e).__name__}); the node's log has the details"
+            return response
+
+    def _set_reference(self, request, response):
+        limits = self._ref_limits
+        if limits is None or self._session is None:
+            response.success, response.message = False, f"node is {self._state_label}: configure it first"
+            return response
+        try:
             if request.path:
-                img = load_image_file(request.path)
-                source = request.path
-            elif request.image.width and request.image.height:
-                img = image_msg_to_rgb(request.image)
+                path = resolve_reference_path(request.path, limits)
+                img = load_image_file(path, limits)
+                source = path.name
+            elif request.image.width or request.image.height or len(request.image.data):
+                img = image_msg_to_rgb(request.image, limits)
                 source = f"{request.image.width}x{request.image.height} {request.image.encoding} image"
             else:
                 raise ValueError("give either path or image")

@@ -66,6 +66,15 @@ SPECS: tuple[Spec, ...] = (
          read_only=True),
     Spec("reference", "", "reference face image (PNG/JPEG path); '' = the embedded avatar. Change at "
          "runtime with the ~/set_reference service", read_only=True),
+    Spec("reference_dirs", "", "directories (separated by ':') that ~/set_reference may read image files "
+         "from; '' = the package's avatars and the directory of `reference`. Symlinks are followed first",
+         read_only=True),
+    Spec("reference_max_pixels", 2048 * 2048, "largest reference image (width x height) accepted from a "
+         "file or an Image message; checked before decoding", read_only=True, lo=1, hi=1 << 30),
+    Spec("reference_max_bytes", 16 * 1024 * 1024, "largest reference image file accepted", read_only=True,
+         lo=1, hi=1 << 34),
+    Spec("reference_min_side", 64, "smallest width/height of a reference image", read_only=True,
+         lo=1, hi=4096),
     Spec("device", "cpu", "torch device: cpu, cuda, cuda:N, or auto (cuda when available)", read_only=True),
     Spec("backend", "auto", "execution backend: auto (CPU: onnxruntime for audio/generator/head + torch "
          "rendering; CUDA: torch), torch, onnxruntime", read_only=True,
