@@ -53,3 +53,11 @@ def test_held_back_samples_and_passthrough():
     x = np.arange(5, dtype=np.float32)
     np.testing.assert_array_equal(p.process(x), x)
     assert p.flush().size == 0
+
+
+def test_filter_bank_is_built_once_per_rate_pair():
+    a, b = StreamResampler(44100, 16000), StreamResampler(44100, 16000)
+    assert a._bank is b._bank and not a._bank.flags.writeable  # shared, and nobody can change it
+    assert StreamResampler(48000, 16000)._bank is not a._bank
+    x = np.random.default_rng(1).standard_normal(4410).astype(np.float32)
+    np.testing.assert_array_equal(a.process(x), b.process(x))

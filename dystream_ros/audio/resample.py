@@ -13,12 +13,31 @@ the lower Nyquist frequency, taps normalised to unity DC gain per phase.
 
 from __future__ import annotations
 
+import functools
 from math import gcd
 
 import numpy as np
 
 _BANK_MAX_PHASES = 4096  # precompute a polyphase bank when the rational ratio has at most this many phases
 _BLOCK = 8192  # outputs computed per vectorised block (bounds temporary memory)
+
+
+def _kaiser_taps(frac: np.ndarray, half_width: int, cutoff: float, beta: float) -> np.ndarray:
+    """Kaiser-windowed sinc taps for fractional positions ``frac``: (len(frac), 2*half_width) float32."""
+    offsets = np.arange(-half_width + 1, half_width + 1)
+    t = frac[:, None] - offsets[None, :]  # distance from the output position to each input sample
+    h = np.sinc(cutoff * t) * np.i0(beta * np.sqrt(np.clip(1.0 - (t / half_width) ** 2, 0.0, 1.0)))
+    h /= h.sum(axis=1, keepdims=True)
+    return h.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_bank(up: int, half_width: int, cutoff: float, beta: float) -> np.ndarray:
+    """The polyphase bank of one rate pair, built once per process (a channel that changes rate, or
+    alternates between two, would otherwise rebuild it on every change). Read-only: it is shared."""
+    bank = _kaiser_taps(np.arange(up) / up, half_width, cutoff, beta)
+    bank.setflags(write=False)
+    return bank
 
 
 class StreamResampler:
@@ -41,7 +60,7 @@ class StreamResampler:
         self._offsets = np.arange(-self.half_width + 1, self.half_width + 1)  # tap k reads x[i0 + k]
         self._bank = None
         if not self.passthrough and self.up <= _BANK_MAX_PHASES:
-            self._bank = self._taps(np.arange(self.up) / self.up)
+            self._bank = _cached_bank(self.up, self.half_width, self.cutoff, self.beta)
         self.reset()
 
     # ------------------------------------------------------------------------------------------
@@ -73,11 +92,7 @@ class StreamResampler:
     # ------------------------------------------------------------------------------------------
     def _taps(self, frac: np.ndarray) -> np.ndarray:
         """Filter taps for fractional positions ``frac`` in [0, 1): shape (len(frac), 2*half_width)."""
-        t = frac[:, None] - self._offsets[None, :]  # distance from the output position to each input sample
-        h = np.sinc(self.cutoff * t) * np.i0(self.beta * np.sqrt(np.clip(1.0 - (t / self.half_width) ** 2,
-                                                                          0.0, 1.0)))
-        h /= h.sum(axis=1, keepdims=True)
-        return h.astype(np.float32)
+        return _kaiser_taps(frac, self.half_width, self.cutoff, self.beta)
 
     def _produce(self, j_end: int) -> np.ndarray:
         """Outputs [next_out, j_end); _buf must cover every input sample they read (zeros beyond the end)."""

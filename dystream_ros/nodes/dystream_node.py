@@ -198,6 +198,7 @@ class DystreamNode(LifecycleNode):
         self._idle_image: np.ndarray | None = None
         self._meta: dict = {}
         self._ref_limits: ReferenceLimits | None = None
+        self._sample_rates = frozenset(int(r) for r in self._rt["sample_rates"])
         self._out_size = 0
 
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -337,6 +338,13 @@ class DystreamNode(LifecycleNode):
             reason = SPEC_BY_NAME[name].validate(rt[name])
             if reason:
                 raise ConfigureError(reason)
+        from dystream_ros.audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
+        rates = list(rt["sample_rates"])
+        if not rates or any(not MIN_SAMPLE_RATE <= int(r) <= MAX_SAMPLE_RATE for r in rates):
+            raise ConfigureError(f"sample_rates must be a non-empty list of rates in "
+                                 f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, got {rates}")
+        self._sample_rates = frozenset(int(r) for r in rates)
         try:
             self._msg_class = adapters.message_class(rt["audio_msg_type"])
         except (ImportError, ValueError) as e:
@@ -581,6 +589,9 @@ class DystreamNode(LifecycleNode):
             else:
                 raw = adapters.from_audio_common(msg, self._audio_info.get(channel))
             max_samples = None
+            if raw.sample_rate > 0 and raw.sample_rate not in self._sample_rates:
+                raise AudioFormatError("sample_rate", f"sample_rate {raw.sample_rate} Hz is not one of "
+                                                      f"sample_rates {sorted(self._sample_rates)}")
             if raw.sample_rate > 0:
                 max_samples = int(rt["max_message_s"] * raw.sample_rate)
             dec = decode_pcm(raw.data, raw.encoding, raw.channels, raw.sample_rate, max_samples=max_samples)

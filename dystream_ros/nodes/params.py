@@ -105,6 +105,10 @@ SPECS: tuple[Spec, ...] = (
          read_only=True, lo=1, hi=10000),
     Spec("buffer_s", 30.0, "audio buffered ahead per channel; more is dropped and counted",
          read_only=True, lo=1.0, hi=3600.0),
+    Spec("sample_rates", [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 192000],
+         "accepted input sample rates (Hz); others are rejected and counted. Each has a short polyphase "
+         "filter to 16 kHz, so resampling stays cheap (an arbitrary rate such as 383999 Hz has none)",
+         read_only=True),
     Spec("max_message_s", 60.0, "longest accepted audio message; longer ones are rejected and counted",
          read_only=True, lo=0.1, hi=3600.0),
     # --- outputs --------------------------------------------------------------------------------
