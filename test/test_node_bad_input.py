@@ -294,7 +294,8 @@ def test_overload_is_skipped_and_counted(sim):
     def got():
         return {m.frame_index for m in sim.probe.get("latent") if n0 <= m.frame_index < n1}
 
-    assert wait_for(lambda: len(got()) == n1 - n0 - skipped, 30), (sorted(got()), n0, n1, skipped, before, after)
+    assert wait_for(lambda: len(got()) == n1 - n0 - skipped, 60), \
+        (sorted(got()), n0, n1, skipped, before, after)
     published = sorted({m.frame_index for m in sim.probe.get("latent") if n0 <= m.frame_index < n1})
     assert published == list(range(n0 + skipped, n1)), (published[:3], n0, skipped, n1)
     assert all(stamp_ns(m.header) == start + FRAME * m.frame_index for m in sim.probe.get("latent"))
