@@ -181,6 +181,10 @@ def test_malformed_messages_are_counted_logged_and_survived(sim):
     assert wait_for(lambda: sim.snap()["nonfinite_samples"] >= 3 * 31, 20)
     time.sleep(0.5)
     assert len(p.logs("NaN/Inf")) - before <= 2
+    # Every message sent arrived (reliable) and ended in exactly one counter.
+    assert wait_for(lambda: sim.received_all() and sim.snap()["messages_unaccounted"] == 0, 30), sim.snap()
+    s = sim.snap()
+    assert sum(s[f"{c}_messages_received"] for c in ("speaker", "listener")) == sum(p.sent.values())
     # Still alive and producing finite frames.
     sim.advance(sim.t + 1 * NS, feed=sim.stream(1.0, sim.t + 20 * MS))
     assert sim.wait(lambda: p.count("latent") >= 10)

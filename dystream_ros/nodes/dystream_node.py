@@ -2,7 +2,7 @@
 
 Inputs (relative names, remappable): ``speaker_audio`` (the robot's own speech, e.g. TTS) and
 ``listener_audio`` (the interlocutor, e.g. a microphone), ``dystream_ros/AudioChunk`` by default or
-``audio_common_msgs/AudioDataStamped`` (+ ``<topic>_info``), any rate, int16/float32, mono or
+``audio_common_msgs/AudioDataStamped`` (+ ``<topic>_info``), the rates in ``sample_rates``, int16/float32, mono or
 interleaved multi-channel; best-effort SensorData QoS.
 
 Outputs (relative names): ``face_image`` (sensor_msgs/Image rgb8), optional ``face_image/compressed``
@@ -113,6 +113,10 @@ class NodeStats:
     frames: int = 0
     idle_frames: int = 0
     received: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # per channel
+    accepted: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # per channel
+    dropped_inactive: int = 0  # audio that arrived while the node was not active
+    audio_cb_ms: Window = dataclasses.field(default_factory=Window)  # audio callback durations
+    audio_cb_ms_max: float = 0.0
     bad_messages: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     nonfinite_samples: int = 0
     clipped_samples: int = 0
@@ -578,11 +582,27 @@ class DystreamNode(LifecycleNode):
     # ==========================================================================================
     # audio input
     def _on_audio(self, msg, channel: str) -> None:
+        """Every message ends in exactly one counter: accepted, rejected by reason (``bad_messages_*``,
+        ``internal`` included), or ``dropped_inactive``; the callback's duration is recorded."""
         arrival = time.monotonic()
-        now_ns = self.get_clock().now().nanoseconds
-        rt = self._rt
         with self._lock:
             self._stats.received[channel] += 1
+        try:
+            self._take_audio(msg, channel, arrival)
+        except Exception as e:  # noqa: BLE001 - one message never takes the node down
+            with self._lock:
+                self._stats.bad_messages["internal"] += 1
+            self._warn_throttled(f"internal:{channel}", f"{channel}_audio: message dropped after an internal "
+                                 f"error: {type(e).__name__}: {e}\n{traceback.format_exc()}", level="error")
+        finally:
+            ms = (time.monotonic() - arrival) * 1000.0
+            with self._lock:
+                self._stats.audio_cb_ms.add(ms)
+                self._stats.audio_cb_ms_max = max(self._stats.audio_cb_ms_max, ms)
+
+    def _take_audio(self, msg, channel: str, arrival: float) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        rt = self._rt
         try:
             if rt["audio_msg_type"] == adapters.AUDIO_CHUNK:
                 raw = adapters.from_audio_chunk(msg)
@@ -623,9 +643,11 @@ class DystreamNode(LifecycleNode):
                                      f"outside [-1, 1] clipped", level="info")
         with self._lock:
             if not self._active or self._sched is None:
+                self._stats.dropped_inactive += 1
                 return
             res = self._sched.push(channel, dec.samples, dec.sample_rate, raw.stamp_ns,
                                    arrival=arrival, now_ns=now_ns)
+            self._stats.accepted[channel] += 1
             if rt["wake_on_audio"] and self._sched.has_due(now_ns):
                 self._wake.set()  # audio completed a due frame: produce it now, not at the next tick
         if getattr(res, "restamped", False):
@@ -906,6 +928,13 @@ class DystreamNode(LifecycleNode):
                 d[f"bad_messages_{kind}"] = n
             for ch in ("speaker", "listener"):
                 d[f"{ch}_messages_received"] = s.received[ch]
+                d[f"{ch}_messages_accepted"] = s.accepted[ch]
+            d["messages_dropped_inactive"] = s.dropped_inactive
+            # 0 unless a message escaped every counter (a bug); the tests assert it
+            d["messages_unaccounted"] = (sum(s.received.values()) - sum(s.accepted.values())
+                                         - sum(s.bad_messages.values()) - s.dropped_inactive)
+            d["audio_callback_ms_p99"] = s.audio_cb_ms.pct(99)
+            d["audio_callback_ms_max"] = s.audio_cb_ms_max
             now = time.monotonic()
             recent = [t for t in s.publish_times if now - t <= 5.0]
             d["output_rate_hz"] = ((len(recent) - 1) / (recent[-1] - recent[0])
