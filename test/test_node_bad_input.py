@@ -307,3 +307,50 @@ def test_overload_is_skipped_and_counted(sim):
     # and it keeps pace afterwards: no more skips while the clock moves at the node's pace
     sim.advance(sim.t + 500 * MS)
     assert sim.snap()["skipped_frames"] == after["skipped_frames"]
+
+
+def test_one_bad_stamp_costs_only_its_own_samples(sim):
+    """A +5 s outlier chunk and a duplicated stamp in a live speaker stream: each is counted and dropped,
+    nothing after it is late or shifted, and the face's audio levels follow the input frame by frame
+    (an on/off pattern in 200 ms steps, so a shift of a chunk would flip the levels at its edges)."""
+    sim.reset()
+    before = sim.snap()
+    start = sim.t
+    rate, chunk, n = 16000, 320, 16000 * 3
+    on = (np.arange(n) // (rate // 5)) % 2 == 0  # 200 ms on, 200 ms off
+    x = np.where(on, 0.3 * np.sin(np.arange(n) * 2 * np.pi * 300 / rate), 0.0).astype(np.float32)
+    pending = [(start + i * NS // rate, x[i:i + chunk]) for i in range(0, n, chunk)]
+    bad = {40: 5 * NS, 80: -chunk * NS // rate}  # chunk 40 stamped +5 s; chunk 80 reuses chunk 79's stamp
+    sent = [0]
+
+    def feed(t):
+        while pending and pending[0][0] + chunk * NS // rate <= t:
+            st, c = pending.pop(0)
+            k = sent[0]
+            sent[0] += 1
+            sim.probe.send("speaker", chunk_msg(c, rate, st + bad.get(k, 0), encoding="pcm_f32le"))
+            sim.probe.send("listener", chunk_msg(np.zeros_like(c), rate, st, encoding="pcm_f32le"))
+
+    sim.advance(start + 3 * NS, feed=feed)
+    assert sim.wait(lambda: sim.snap()["next_frame"] >= 70)
+    s = sim.snap()
+    assert s["speaker_stamp_outliers"] - before["speaker_stamp_outliers"] == 1
+    assert s["speaker_outlier_samples"] - before["speaker_outlier_samples"] == chunk
+    assert s["speaker_stamp_overlaps"] - before["speaker_stamp_overlaps"] == 1
+    assert s["speaker_overlap_samples"] - before["speaker_overlap_samples"] == chunk
+    assert s["speaker_late_samples"] == before["speaker_late_samples"]
+    assert s["speaker_reanchors"] == before["speaker_reanchors"]
+    states = {m.frame_index: m.speaker_level_db for m in sim.probe.get("state")}
+    thr = -45.0
+    checked = 0
+    for i, level in states.items():
+        if i >= 70:
+            continue
+        seg = on[i * 640:(i + 1) * 640]
+        lost = {40: (40 * chunk, 41 * chunk), 80: (80 * chunk, 81 * chunk)}  # the two dropped chunks
+        touches_lost = any(a < (i + 1) * 640 and b > i * 640 for a, b in lost.values())
+        if touches_lost or 0 < seg.mean() < 1:
+            continue  # frames holding a dropped chunk or an on/off edge
+        assert (level > thr) == bool(seg[0]), (i, level)
+        checked += 1
+    assert checked >= 40

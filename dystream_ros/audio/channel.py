@@ -3,14 +3,21 @@
 A :class:`ChannelBuffer` places each decoded chunk on the stream timeline by its stamp (the time of its
 first sample), resamples it with a streaming resampler and stores it in a :class:`SampleRing`.
 
-Consecutive chunks form a *run*. A chunk whose stamp matches the end of the run within
-``tolerance_ns`` continues it sample-exactly (stamp jitter of real publishers is ignored, and the
-resampler state carries over, so chunk boundaries are inaudible). A chunk that starts later than that
-is a *gap*: the run is closed (the resampler tail is flushed) and a new run starts at the chunk's stamp;
-the samples in between stay unwritten and read as silence (counted as ``gap_samples``). A chunk that
-starts *earlier* than the end of the run (overlapping stamps, e.g. a TTS node that stamps every chunk of
-a burst with its publish time) is appended to the run instead of overwriting audio (counted as
-``overlaps``). A change of input sample rate also starts a new run.
+Consecutive chunks form a *run*. Stamps are checked against the run's end (docs/STREAM_TIMING.md):
+
+* within ``tolerance_ns`` of it: the run continues sample-exactly (stamp jitter is ignored and the
+  resampler state carries over, so chunk boundaries are inaudible);
+* later by up to ``jump_ns``: a *gap* (lost chunks, a pause): the run is closed, a new one starts at the
+  chunk's stamp and the samples in between read as silence (``gap_samples``, ``gaps``);
+* later by more than ``jump_ns``, or earlier than the run's end (a duplicated or overlapping stamp): the
+  chunk is *held* and the next chunk decides. If the next one continues the run, the held chunk was the
+  odd one out and is dropped (``outliers`` / ``overlaps``, with its samples), so one bad stamp costs
+  only its own samples. Otherwise the publisher's timeline really moved (sustained evidence): the held
+  chunk is placed (a jump ahead becomes a gap and a new run; a step back is appended to the run, as a
+  TTS node that stamps every chunk of a burst with one time needs) and ``reanchors`` counts it;
+* a change of sample rate starts a new run; so does overflow (a burst longer than the buffer): the
+  samples beyond the buffer are dropped (``overflow_samples``) and the next chunk is placed by its own
+  stamp, so the channel realigns instead of appending after audio that was never stored.
 """
 
 from __future__ import annotations
@@ -34,12 +41,16 @@ class ChannelStats:
     overwritten_samples: int = 0
     gap_samples: int = 0  # silence between runs (stamp gaps)
     gaps: int = 0
-    overlaps: int = 0  # chunks whose stamp overlapped the previous audio (appended)
+    overlaps: int = 0  # chunks whose stamp lay before the run's end (dropped, or appended on re-anchor)
+    overlap_samples: int = 0  # samples of overlapping chunks that were dropped
+    outliers: int = 0  # chunks stamped far ahead that the next chunk contradicted (dropped)
+    outlier_samples: int = 0
+    reanchors: int = 0  # held chunks that the next chunk confirmed: the publisher's timeline moved
     rate_changes: int = 0
 
     @property
     def dropped_samples(self) -> int:
-        return self.late_samples + self.overflow_samples
+        return self.late_samples + self.overflow_samples + self.overlap_samples + self.outlier_samples
 
 
 @dataclass
@@ -48,16 +59,21 @@ class PushResult:
     gap_samples: int = 0
     overlap_ns: int = 0  # > 0 when the chunk was appended despite an earlier stamp
     new_run: bool = False
+    held: bool = False  # the chunk's stamp disagrees with the run: kept until the next chunk decides
+    dropped_held: int = 0  # samples of a previously held chunk that this chunk showed to be wrong
+    reanchored: bool = False  # this chunk confirmed a held one: the stream's timeline moved
 
 
 class ChannelBuffer:
     """Stamp-keyed, resampling, bounded buffer of one channel on a stream timeline at ``rate`` Hz."""
 
     def __init__(self, name: str, capacity_samples: int, *, rate: int = 16000,
-                 tolerance_ns: int = 20_000_000):
+                 tolerance_ns: int = 10_000_000, jump_ns: int = 1_000_000_000):
         self.name = name
         self.rate = int(rate)
         self.tolerance_ns = int(tolerance_ns)
+        self.jump_ns = int(jump_ns)
+        self._held: tuple[np.ndarray, int, int, float] | None = None  # (samples, rate, stamp, arrival)
         self.ring = SampleRing(capacity_samples)
         self.stats = ChannelStats()
         self._resampler: StreamResampler | None = None
@@ -70,6 +86,15 @@ class ChannelBuffer:
         """Drop all buffered audio and the current run (counters are kept)."""
         self.ring.reset(read_pos)
         self._resampler = None
+        self._held = None
+
+    @property
+    def held_samples(self) -> int:
+        """Samples (at the channel rate) of a chunk held until the next one decides."""
+        if self._held is None:
+            return 0
+        x, rate = self._held[0], self._held[1]
+        return x.size * self.rate // rate
 
     @property
     def high_water(self) -> int:
@@ -121,37 +146,76 @@ class ChannelBuffer:
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if x.size == 0:
             return res
-        rate = int(sample_rate)
+        rate, stamp = int(sample_rate), int(stamp_ns)
+        if self._held is not None:
+            self._resolve_held(rate, stamp, origin_ns, res)
+        if self._resampler is not None and rate == self._run_rate:
+            d = stamp - self.run_end_stamp_ns()
+            if d > self.jump_ns or d < -self.tolerance_ns:
+                self._held = (x, rate, stamp, arrival)
+                res.held = True
+                return res
+        self._place(x, rate, stamp, arrival, origin_ns, res)
+        return res
+
+    def _resolve_held(self, rate: int, stamp: int, origin_ns: int, res: PushResult) -> None:
+        """The chunk after a held one decides: the run was right (drop the held one) or it moved."""
+        hx, hrate, hstamp, harrival = self._held
+        self._held = None
+        end = self.run_end_stamp_ns()
+        if end is not None and rate == self._run_rate and -self.tolerance_ns <= stamp - end <= self.jump_ns:
+            n = hx.size * self.rate // hrate
+            res.dropped_held = n
+            if hstamp > end:
+                self.stats.outliers += 1
+                self.stats.outlier_samples += n
+            else:
+                self.stats.overlaps += 1
+                self.stats.overlap_samples += n
+            return
+        self.stats.reanchors += 1
+        res.reanchored = True
+        self._place(hx, hrate, hstamp, harrival, origin_ns, res)
+
+    def _place(self, x: np.ndarray, rate: int, stamp: int, arrival: float, origin_ns: int,
+               res: PushResult) -> None:
+        """Write a chunk accepted at ``stamp``: continue the run, or close it and start a new one."""
         if self._resampler is not None and rate != self._run_rate:
             self.stats.rate_changes += 1
             self._close_run(arrival, res)
         if self._resampler is not None:
-            expected = self.run_end_stamp_ns()
-            d = stamp_ns - expected
+            d = stamp - self.run_end_stamp_ns()
             if d > self.tolerance_ns:
                 end = self._close_run(arrival, res)
-                gap = max(0, self.index_of(stamp_ns, origin_ns) - end)
-                res.gap_samples = gap
+                gap = max(0, self.index_of(stamp, origin_ns) - end)
+                res.gap_samples += gap
                 self.stats.gap_samples += gap
                 self.stats.gaps += 1
-            elif d < -self.tolerance_ns:
+            elif d < -self.tolerance_ns:  # only on a re-anchor: the publisher stepped back for good
                 res.overlap_ns = -d
                 self.stats.overlaps += 1
         if self._resampler is None:
             self._resampler = StreamResampler(rate, self.rate)
             self._run_rate = rate
-            self._run_stamp0 = int(stamp_ns)
-            self._run_index0 = self.index_of(stamp_ns, origin_ns)
+            self._run_stamp0 = stamp
+            self._run_index0 = self.index_of(stamp, origin_ns)
             res.new_run = True
         r = self._resampler
         start = self._run_index0 + r.samples_out
-        y = r.process(x)
-        self._write(start, y, arrival, res)
-        return res
+        overflow_before = res.write.overflow
+        self._write(start, r.process(x), arrival, res)
+        if res.write.overflow > overflow_before:  # beyond the buffer: realign on the next chunk's stamp
+            self._close_run(arrival, res)
 
-    def flush(self, arrival: float) -> PushResult:
-        """Close the current run (write the resampler's held-back tail), e.g. at the end of a stream."""
+    def flush(self, arrival: float, origin_ns: int = 0) -> PushResult:
+        """Close the current run (write the resampler's held-back tail), e.g. at the end of a stream;
+        a held chunk is placed first (``origin_ns``: the stream origin, as in :meth:`push`)."""
         res = PushResult()
+        if self._held is not None:  # the stream ends: nothing contradicts the held chunk, so it is placed
+            hx, hrate, hstamp, harrival = self._held
+            self._held = None
+            self.stats.reanchors += 1
+            self._place(hx, hrate, hstamp, harrival, origin_ns, res)
         if self._resampler is not None:
             self._close_run(arrival, res)
         return res

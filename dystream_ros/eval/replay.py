@@ -172,7 +172,7 @@ def scheduler_config(pipe, params: dict | None = None):
         kw["context_samples"] = int(ctx)
     if "catch_up_limit" in p:
         kw["catch_up_limit"] = int(p["catch_up_limit"])
-    for name in ("speaker_wait", "listener_wait", "stamp_tolerance"):
+    for name in ("speaker_wait", "listener_wait", "stamp_tolerance", "stamp_jump"):
         if f"{name}_ms" in p:
             kw[f"{name}_s"] = float(p[f"{name}_ms"]) / 1000.0
     for name in ("max_stamp_skew_s", "max_clock_jump_s", "buffer_s"):

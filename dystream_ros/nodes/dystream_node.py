@@ -2,8 +2,8 @@
 
 Inputs (relative names, remappable): ``speaker_audio`` (the robot's own speech, e.g. TTS) and
 ``listener_audio`` (the interlocutor, e.g. a microphone), ``dystream_ros/AudioChunk`` by default or
-``audio_common_msgs/AudioDataStamped`` (+ ``<topic>_info``), the rates in ``sample_rates``, int16/float32, mono or
-interleaved multi-channel; best-effort SensorData QoS.
+``audio_common_msgs/AudioDataStamped`` (+ ``<topic>_info``), the rates in ``sample_rates``,
+int16/float32, mono or interleaved multi-channel; best-effort SensorData QoS by default.
 
 Outputs (relative names): ``face_image`` (sensor_msgs/Image rgb8), optional ``face_image/compressed``
 (JPEG), ``motion_latent`` (MotionLatent), ``state`` (AvatarState), all stamped with the audio time of the
@@ -278,6 +278,7 @@ class DystreamNode(LifecycleNode):
                     speaker_wait_s=rt["speaker_wait_ms"] / 1000.0,
                     listener_wait_s=rt["listener_wait_ms"] / 1000.0,
                     stamp_tolerance_s=rt["stamp_tolerance_ms"] / 1000.0,
+                    stamp_jump_s=rt["stamp_jump_ms"] / 1000.0,
                     max_stamp_skew_s=float(rt["max_stamp_skew_s"]))
 
     def _apply_session_settings(self) -> None:
@@ -666,6 +667,13 @@ class DystreamNode(LifecycleNode):
         if res.gap_samples:
             self._warn_throttled(f"gap:{channel}", f"{channel}_audio: stamp gap of "
                                  f"{res.gap_samples / 16.0:.0f} ms filled with silence", level="info")
+        if res.dropped_held:
+            self._warn_throttled(f"outlier:{channel}", f"{channel}_audio: a chunk whose stamp disagreed with "
+                                 f"the stream (duplicated, overlapping or far ahead) was dropped: "
+                                 f"{res.dropped_held} sample(s)")
+        if res.reanchored:
+            self._warn_throttled(f"reanchor:{channel}", f"{channel}_audio: the publisher's stamps moved for "
+                                 f"good; following them", level="info")
 
     # ==========================================================================================
     # the frame timer
@@ -955,6 +963,10 @@ class DystreamNode(LifecycleNode):
                     d[f"{name}_overflow_samples"] = cs.overflow_samples
                     d[f"{name}_gap_samples"] = cs.gap_samples
                     d[f"{name}_stamp_overlaps"] = cs.overlaps
+                    d[f"{name}_overlap_samples"] = cs.overlap_samples
+                    d[f"{name}_stamp_outliers"] = cs.outliers
+                    d[f"{name}_outlier_samples"] = cs.outlier_samples
+                    d[f"{name}_reanchors"] = cs.reanchors
                     d[f"{name}_messages"] = cs.messages
                     d[f"{name}_buffer_ms"] = sched.depth_samples(name) * 1000.0 / sched.config.sample_rate
                 d["dropped_samples"] = dropped

@@ -141,8 +141,12 @@ SPECS: tuple[Spec, ...] = (
          lo=0.0, hi=60000.0),
     Spec("listener_wait_ms", 200.0, "a missing or late listener channel counts as silence after this wait",
          lo=0.0, hi=60000.0),
-    Spec("stamp_tolerance_ms", 20.0, "stamp jitter between consecutive chunks treated as contiguous audio",
-         lo=0.0, hi=1000.0),
+    Spec("stamp_tolerance_ms", 10.0, "stamp jitter between consecutive chunks treated as contiguous audio; "
+         "a larger gap is counted and filled with silence. Keep it below the publisher's chunk length so one "
+         "lost chunk is counted (docs/STREAM_TIMING.md)", lo=0.0, hi=1000.0),
+    Spec("stamp_jump_ms", 1000.0, "a chunk stamped further ahead than this, or before the end of the audio "
+         "so far, is held until the next chunk shows whether the stream moved (then followed) or the chunk "
+         "was wrong (then dropped and counted)", lo=1.0, hi=60000.0),
     Spec("max_stamp_skew_s", 10.0, "audio stamps further than this from the node clock (or zero) are "
          "replaced by the receive time (counted)", lo=0.1, hi=1e6),
     Spec("max_clock_jump_s", 5.0, "a forward jump of the ROS clock (sim time) larger than this restarts "

@@ -66,7 +66,8 @@ class SchedulerConfig:
     speaker_wait_s: float = 0.2  # a missing/late speaker channel counts as silence after this wait
     listener_wait_s: float = 0.2  # same for the listener channel
     buffer_s: float = 30.0  # ring capacity per channel (audio ahead of the read position)
-    stamp_tolerance_s: float = 0.02  # stamp jitter treated as contiguous audio
+    stamp_tolerance_s: float = 0.01  # stamp jitter treated as contiguous audio (below a chunk's length)
+    stamp_jump_s: float = 1.0  # a stamp further ahead is held until the next chunk confirms it
     max_stamp_skew_s: float = 10.0  # stamps further than this from the clock are replaced by arrival time
     max_clock_jump_s: float = math.inf  # a larger clock advance between two ticks resets (inf = never)
 
@@ -77,7 +78,7 @@ class SchedulerConfig:
             raise ValueError("lookahead_samples and context_samples must be >= 0")
         if self.catch_up_limit < 1:
             raise ValueError(f"catch_up_limit must be >= 1, got {self.catch_up_limit}")
-        for name in ("speaker_wait_s", "listener_wait_s", "stamp_tolerance_s"):
+        for name in ("speaker_wait_s", "listener_wait_s", "stamp_tolerance_s", "stamp_jump_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("buffer_s", "max_stamp_skew_s", "max_clock_jump_s"):
@@ -150,8 +151,10 @@ class FrameScheduler:
         self.config = config or SchedulerConfig()
         cap = int(round(self.config.buffer_s * self.config.sample_rate))
         tol = int(self.config.stamp_tolerance_s * _NS)
+        jump = int(self.config.stamp_jump_s * _NS)
         self.channels = {
-            c: ChannelBuffer(c, cap, rate=self.config.sample_rate, tolerance_ns=tol) for c in CHANNELS
+            c: ChannelBuffer(c, cap, rate=self.config.sample_rate, tolerance_ns=tol, jump_ns=jump)
+            for c in CHANNELS
         }
         self.stats = SchedulerStats()
         self._last_now: int | None = None
@@ -174,10 +177,11 @@ class FrameScheduler:
         tol = int(self.config.stamp_tolerance_s * _NS)
         for ch in self.channels.values():
             ch.tolerance_ns = tol
+            ch.jump_ns = int(self.config.stamp_jump_s * _NS)
 
     def _reset_stream(self) -> None:
         for ch in self.channels.values():
-            self.stats.discarded_samples += ch.ring.depth
+            self.stats.discarded_samples += ch.ring.depth + ch.held_samples
             ch.reset(0)
         self.origin_ns: int | None = None
         self.next_frame = 0  # next frame index to produce
