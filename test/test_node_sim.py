@@ -190,24 +190,21 @@ def test_compressed_output_is_advertised_only_while_enabled(sim):
         return len(probe.get_publishers_info_by_topic(topic))
 
     assert advertised() == 0 and len(probe.get_publishers_info_by_topic("/face_image")) == 1
+    t = [node.get_clock().now().nanoseconds]
+
+    def nudged_until(cond) -> bool:  # the producer thread applies the change at its next tick
+        for _ in range(200):
+            if cond():
+                return True
+            t[0] += 40_000_000
+            probe.publish_clock(t[0])
+            time.sleep(0.05)
+        return cond()
+
     assert all(r.successful for r in _set_params(probe, publish_compressed=True))
-    # the producer thread applies it at its next tick: nudge the clock
-    t = node.get_clock().now().nanoseconds
-    for _ in range(200):
-        if advertised() == 1:
-            break
-        t += 40_000_000
-        probe.publish_clock(t)
-        time.sleep(0.05)
-    assert advertised() == 1
+    assert nudged_until(lambda: advertised() == 1)
     assert all(r.successful for r in _set_params(probe, publish_compressed=False))
-    for _ in range(200):
-        if advertised() == 0:
-            break
-        t += 40_000_000
-        probe.publish_clock(t)
-        time.sleep(0.05)
-    assert advertised() == 0
+    assert nudged_until(lambda: advertised() == 0)
 
 
 def test_runtime_parameters_are_validated(sim):
