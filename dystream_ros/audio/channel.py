@@ -160,19 +160,25 @@ class ChannelBuffer:
 
     def _resolve_held(self, rate: int, stamp: int, origin_ns: int, res: PushResult) -> None:
         """The chunk after a held one decides: the run was right (drop the held one) or it moved."""
+        end = self.run_end_stamp_ns()
+        if end is None or rate != self._run_rate or not -self.tolerance_ns <= stamp - end <= self.jump_ns:
+            self._place_held(origin_ns, res)
+            return
+        n = self.held_samples
+        held_stamp = self._held[2]
+        self._held = None
+        res.dropped_held = n
+        if held_stamp > end:
+            self.stats.outliers += 1
+            self.stats.outlier_samples += n
+        else:
+            self.stats.overlaps += 1
+            self.stats.overlap_samples += n
+
+    def _place_held(self, origin_ns: int, res: PushResult) -> None:
+        """Accept the held chunk at its stamp: the publisher's timeline moved (a re-anchor)."""
         hx, hrate, hstamp, harrival = self._held
         self._held = None
-        end = self.run_end_stamp_ns()
-        if end is not None and rate == self._run_rate and -self.tolerance_ns <= stamp - end <= self.jump_ns:
-            n = hx.size * self.rate // hrate
-            res.dropped_held = n
-            if hstamp > end:
-                self.stats.outliers += 1
-                self.stats.outlier_samples += n
-            else:
-                self.stats.overlaps += 1
-                self.stats.overlap_samples += n
-            return
         self.stats.reanchors += 1
         res.reanchored = True
         self._place(hx, hrate, hstamp, harrival, origin_ns, res)
@@ -212,10 +218,7 @@ class ChannelBuffer:
         a held chunk is placed first (``origin_ns``: the stream origin, as in :meth:`push`)."""
         res = PushResult()
         if self._held is not None:  # the stream ends: nothing contradicts the held chunk, so it is placed
-            hx, hrate, hstamp, harrival = self._held
-            self._held = None
-            self.stats.reanchors += 1
-            self._place(hx, hrate, hstamp, harrival, origin_ns, res)
+            self._place_held(origin_ns, res)
         if self._resampler is not None:
             self._close_run(arrival, res)
         return res

@@ -60,6 +60,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from dystream_ros.audio import AudioFormatError, decode_pcm
+from dystream_ros.audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from dystream_ros.msg import AvatarState, MotionLatent
 from dystream_ros.runtime.feeder import SessionFeeder, SessionOutOfStep
 from dystream_ros.runtime.scheduler import FrameScheduler, RateGate, SchedulerConfig
@@ -202,15 +203,17 @@ class DystreamNode(LifecycleNode):
         self._idle_image: np.ndarray | None = None
         self._meta: dict = {}
         self._ref_limits: ReferenceLimits | None = None
-        self._sample_rates = frozenset(int(r) for r in self._rt["sample_rates"])
+        self._sample_rates: frozenset[int] = frozenset()  # set at configure
         self._out_size = 0
 
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
             float(self._rt["diagnostics_period_s"]), self._publish_diagnostics,
             callback_group=self._aux_group, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._aux_group)
-        self.create_service(SetReference, "~/set_reference", self._on_set_reference,
+        self.create_service(Trigger, "~/reset", self._guarded("reset", self._reset),
+                            callback_group=self._aux_group)
+        self.create_service(SetReference, "~/set_reference",
+                            self._guarded("set_reference", self._set_reference),
                             callback_group=self._aux_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Forward jumps of the ROS clock (sim time: a bag seek) restart the stream; the scheduler cannot
@@ -343,8 +346,6 @@ class DystreamNode(LifecycleNode):
             reason = SPEC_BY_NAME[name].validate(rt[name])
             if reason:
                 raise ConfigureError(reason)
-        from dystream_ros.audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-
         rates = list(rt["sample_rates"])
         if not rates or any(not MIN_SAMPLE_RATE <= int(r) <= MAX_SAMPLE_RATE for r in rates):
             raise ConfigureError(f"sample_rates must be a non-empty list of rates in "
@@ -609,11 +610,11 @@ class DystreamNode(LifecycleNode):
                 raw = adapters.from_audio_chunk(msg)
             else:
                 raw = adapters.from_audio_common(msg, self._audio_info.get(channel))
-            max_samples = None
-            if raw.sample_rate > 0 and raw.sample_rate not in self._sample_rates:
-                raise AudioFormatError("sample_rate", f"sample_rate {raw.sample_rate} Hz is not one of "
-                                                      f"sample_rates {sorted(self._sample_rates)}")
+            max_samples = None  # rate <= 0 is refused by decode_pcm with its own message
             if raw.sample_rate > 0:
+                if raw.sample_rate not in self._sample_rates:
+                    raise AudioFormatError("sample_rate", f"sample_rate {raw.sample_rate} Hz is not one of "
+                                                          f"sample_rates {sorted(self._sample_rates)}")
                 max_samples = int(rt["max_message_s"] * raw.sample_rate)
             dec = decode_pcm(raw.data, raw.encoding, raw.channels, raw.sample_rate, max_samples=max_samples)
         except AudioFormatError as e:
@@ -831,15 +832,20 @@ class DystreamNode(LifecycleNode):
 
     # ==========================================================================================
     # services
-    def _on_reset(self, request, response):
-        try:
-            return self._reset(response)
-        except Exception as e:  # noqa: BLE001 - a service call never takes the node down
-            self.get_logger().error(f"reset failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
-            response.success, response.message = False, f"reset failed ({type(e).__name__})"
-            return response
+    def _guarded(self, name: str, handler):
+        """A service callback that answers ``success: false`` instead of raising: an exception escaping
+        a service callback ends the executor's spin, and with it the node."""
+        def callback(request, response):
+            try:
+                return handler(request, response)
+            except Exception as e:  # noqa: BLE001 - a service call never takes the node down
+                self.get_logger().error(f"{name} failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+                response.success = False
+                response.message = f"{name} failed ({type(e).__name__}); the node's log has the details"
+                return response
+        return callback
 
-    def _reset(self, response):
+    def _reset(self, request, response):
         with self._session_lock:
             if self._session is None:
                 response.success, response.message = False, f"node is {self._state_label}: nothing to reset"
@@ -867,16 +873,6 @@ class DystreamNode(LifecycleNode):
                                max_bytes=int(rt["reference_max_bytes"]),
                                min_side=int(rt["reference_min_side"]),
                                dirs=tuple(Path(os.path.realpath(os.path.expanduser(d))) for d in dirs))
-
-    def _on_set_reference(self, request, response):
-        try:
-            return self._set_reference(request, response)
-        except Exception as e:  # noqa: BLE001 - a service call never takes the node down
-            self.get_logger().error(f"set_reference failed: {type(e).__name__}: {e}\n"
-                                    f"{traceback.format_exc()}")
-            response.success = False
-            response.message = f"set_reference failed ({type(e).__name__}); the node's log has the details"
-            return response
 
     def _set_reference(self, request, response):
         limits = self._ref_limits

@@ -120,11 +120,8 @@ def resolve_reference_path(path: str, limits: ReferenceLimits) -> Path:
 
 
 def load_image_file(path: str | Path, limits: ReferenceLimits | None = None) -> np.ndarray:
-    """Image file (PNG, JPEG, ...) -> HxWx3 uint8 RGB, within ``limits`` (bytes and pixels are checked
-    from the file size and header before anything is decoded)."""
-    from PIL import Image as PILImage
-
-    limits = limits or ReferenceLimits(max_pixels=1 << 62, max_bytes=1 << 62, min_side=1)
+    """Image file (PNG, JPEG, ...) -> HxWx3 uint8 RGB. With ``limits``, bytes and pixels are checked
+    from the file size and the header before anything is decoded."""
     p = Path(path)
     try:
         size = p.stat().st_size if p.is_file() else None
@@ -133,15 +130,18 @@ def load_image_file(path: str | Path, limits: ReferenceLimits | None = None) -> 
         raise ReferenceRefused(f"cannot read image file {p.name!r} ({why})") from None
     if size is None:
         raise FileNotFoundError(f"image file not found: {p}")
-    if size > limits.max_bytes:
-        raise ReferenceRefused(f"image file {p.name!r} is {size} bytes, over reference_max_bytes "
-                               f"({limits.max_bytes})")
-    try:
-        with PILImage.open(p) as im:  # reads the header only
-            w, h = im.size
-    except (OSError, ValueError, PILImage.DecompressionBombError):
-        raise ReferenceRefused(f"cannot decode image file {p.name!r}") from None
-    limits.check_size(w, h)
+    if limits is not None:
+        from PIL import Image as PILImage
+
+        if size > limits.max_bytes:
+            raise ReferenceRefused(f"image file {p.name!r} is {size} bytes, over reference_max_bytes "
+                                   f"({limits.max_bytes})")
+        try:
+            with PILImage.open(p) as im:  # reads the header only
+                w, h = im.size
+        except (OSError, ValueError, PILImage.DecompressionBombError):
+            raise ReferenceRefused(f"cannot decode image file {p.name!r}") from None
+        limits.check_size(w, h)
     bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ReferenceRefused(f"cannot decode image file {p.name!r}")
