@@ -8,9 +8,14 @@ and turned timing luck into test failures.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -23,6 +28,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 NS = 1_000_000_000
+REPO = Path(__file__).resolve().parents[1]
+NODE_EXE = REPO / "install" / "dystream_ros" / "lib" / "dystream_ros" / "dystream_node"
 
 
 def to_time(ns: int) -> Time:
@@ -84,7 +91,7 @@ def wait_for(cond, timeout: float, period: float = 0.02) -> bool:
 class Probe(Node):
     """Publishes audio (and /clock) and records everything the avatar node publishes."""
 
-    def __init__(self, ns: str = "", name: str = "dystream_tester", reliable_audio: bool = False):
+    def __init__(self, ns: str = "", name: str = "dystream_tester", reliable_audio: bool = True):
         super().__init__(name)
         prefix = (ns.rstrip("/") + "/") if ns else ""
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
@@ -169,3 +176,37 @@ class Probe(Node):
                     d["_message"] = st.message
                     return d
         return {}
+
+
+@contextlib.contextmanager
+def node_process(log: Path, namespace: str, params: dict, env: dict | None = None, *,
+                 reliable_audio: bool = True):
+    """The installed ``dystream_node`` in its own process (``--ros-args``, the shipped default.yaml, a
+    namespace, ``params`` on top) and a spinning :class:`Probe` in this one (rclpy initialised here);
+    yields ``(process, probe)``. On exit the node gets SIGINT (killed after 20 s)."""
+    import rclpy
+
+    if not NODE_EXE.exists():
+        raise RuntimeError(f"{NODE_EXE} missing: run `make setup` (colcon installs bin/ to lib/dystream_ros)")
+    cmd = [str(NODE_EXE), "--ros-args", "--params-file", str(REPO / "config" / "default.yaml"),
+           "-r", f"__ns:={namespace}"]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}:={v}"]
+    with open(log, "wb") as fh:
+        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        rclpy.init()
+        probe = Probe(ns=namespace, reliable_audio=reliable_audio)
+        probe.watch_info(f"{namespace.rstrip('/')}/dystream_node/info")
+        spinner = Spinner(probe)
+        try:
+            yield p, probe
+        finally:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            spinner.shutdown()
+            probe.destroy_node()
+            rclpy.try_shutdown()

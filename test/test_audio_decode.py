@@ -67,6 +67,10 @@ def test_empty_and_too_large():
     with pytest.raises(AudioFormatError) as e:
         decode_pcm(b"\x00" * 4000, "pcm_s16le", 1, 16000, max_samples=1000)
     assert e.value.kind == "too_large"
+    with pytest.raises(AudioFormatError) as e:
+        decode_pcm(b"\x00" * 4002, "pcm_s16le", 1, 16000, max_bytes=4000)
+    assert e.value.kind == "too_large" and "4002 bytes" in str(e.value)
+    assert len(decode_pcm(b"\x00" * 4000, "pcm_s16le", 1, 16000, max_bytes=4000).samples) == 2000
 
 
 def test_aliases():

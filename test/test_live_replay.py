@@ -13,8 +13,8 @@ What must agree, and why it may not (asserted exactly where it can be):
   only the frames before it are compared. A channel whose audio arrives later than its wait is
   replaced by silence (the node's rule for a lost mic); with the default 200 ms wait a loaded machine
   can delay a DDS delivery that long, so this test raises the waits to 1 s (the offline replay uses the
-  same parameter file, so both follow the same rule). The audio subscriptions are reliable here
-  (``input_qos: reliable``): with the default best-effort ones a message lost on a loaded machine is
+  same parameter file, so both follow the same rule). The audio subscriptions are reliable (the default;
+  the parameter file says so as well): with best-effort ones a message lost on a loaded machine is
   (rightly) counted as silence, and the live run would then differ from the bag; the player waits for
   its last messages to be acknowledged before it exits (a message published just before the
   publisher was destroyed once went missing this way). The tolerance only covers floating-point

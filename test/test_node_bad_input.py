@@ -166,6 +166,9 @@ def test_malformed_messages_are_counted_logged_and_survived(sim):
     _bad(p, t, data=b"\x00" * 640, channels=0)
     _bad(p, t, data=b"\x00" * 1001)  # odd byte count: 500 samples + 1 byte
     _bad(p, t, data=b"\x00" * (16000 * 61 * 2))  # 61 s in one message > max_message_s (60)
+    # 9 MiB of 48 kHz stereo S16 is 49 s (< max_message_s) but > max_message_bytes (8 MiB); on the
+    # listener, as logs are throttled per reason and channel
+    _bad(p, t, data=b"\x00" * (9 * 1024 * 1024), rate=48000, channels=2, channel="listener")
     _bad(p, t + 100 * MS, data=b"\x00" * (16000 * 40 * 2))  # 40 s at once > buffer_s (30): overflow
     s = {}
 
@@ -174,13 +177,13 @@ def test_malformed_messages_are_counted_logged_and_survived(sim):
         return (s.get("bad_messages_empty", 0) >= 1 and s.get("bad_messages_encoding", 0) >= 1
                 and s.get("bad_messages_compressed", 0) >= 1 and s.get("bad_messages_sample_rate", 0) >= 2
                 and s.get("bad_messages_channels", 0) >= 1 and s.get("nonfinite_samples", 0) >= 3
-                and s.get("trailing_bytes_dropped", 0) >= 1 and s.get("bad_messages_too_large", 0) >= 1
+                and s.get("trailing_bytes_dropped", 0) >= 1 and s.get("bad_messages_too_large", 0) >= 2
                 and s.get("speaker_overflow_samples", 0) >= 9 * 16000)
 
     assert wait_for(counted, 20), s
     for needle in ("NaN/Inf", "mp3", "pcm_u8", "sample_rate 0", "383999 Hz is not one of sample_rates",
                    "channel count 0", "no complete sample frame",
-                   "trailing byte", "exceeds the limit", "buffer full"):
+                   "trailing byte", "exceeds the limit", "bytes exceeds the limit", "buffer full"):
         assert wait_for(lambda n=needle: p.logs(n), 10), f"no log mentioning {needle!r}"
     # Rate-limited: a flood of NaN messages gives no flood of logs.
     before = len(p.logs("NaN/Inf"))
@@ -198,6 +201,21 @@ def test_malformed_messages_are_counted_logged_and_survived(sim):
     sim.advance(sim.t + 1 * NS, feed=sim.stream(1.0, resume))
     assert sim.wait(lambda: len(sim.frames("latent", resume)) >= 10)
     assert all(np.isfinite(np.asarray(m.latent)).all() for m in sim.frames("latent", resume))
+
+
+def test_best_effort_publisher_is_reported_incompatible(sim):
+    """The default input QoS is reliable; a best-effort publisher cannot match it, so its audio would never
+    arrive: the node logs which topic and what to change, and counts the publisher."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    before = sim.snap()["listener_incompatible_publishers"]
+    pub = sim.probe.create_publisher(AudioChunk, "listener_audio", qos_profile_sensor_data)
+    try:
+        assert wait_for(lambda: sim.snap()["listener_incompatible_publishers"] >= before + 1, 30), sim.snap()
+        assert wait_for(lambda: sim.probe.logs("listener_audio: a publisher's QoS is incompatible"), 10)
+        assert pub.get_subscription_count() == 0
+    finally:
+        sim.probe.destroy_publisher(pub)
 
 
 def test_backwards_clock_jump_restarts_the_stream(sim):

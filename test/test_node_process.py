@@ -10,11 +10,8 @@ with ``render:=false`` (images are covered by test_node_sim.py).
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +23,8 @@ rclpy = pytest.importorskip("rclpy")
 from lifecycle_msgs.msg import State as LcState  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from node_helpers import NS, Probe, Spinner, chunk_msg, stamp_ns, wait_for  # noqa: E402
+from node_helpers import NS, chunk_msg, node_process, stamp_ns, wait_for  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-EXE = REPO / "install" / "dystream_ros" / "lib" / "dystream_ros" / "dystream_node"
 NAMESPACE = "/robot"
 NODE = f"{NAMESPACE}/dystream_node"
 AUDIO_S = 10.0
@@ -47,31 +42,10 @@ def _speech_like(rate: int, seconds: float, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def proc(tmp_path_factory):
-    if not EXE.exists():
-        pytest.fail(f"{EXE} missing: run `make setup` (colcon installs bin/ to lib/dystream_ros)")
     log = tmp_path_factory.mktemp("node") / "dystream_node.log"
-    cmd = [str(EXE), "--ros-args", "--params-file", str(REPO / "config" / "default.yaml"),
-           "-r", f"__ns:={NAMESPACE}", "-p", "checkpoint:=random", "-p", "render:=false",
-           "-p", "catch_up_limit:=10000", "-p", "output_qos_depth:=100"]
-    fh = open(log, "wb")
-    p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
-    rclpy.init()
-    tester = Probe(ns=NAMESPACE)
-    tester.watch_info(f"{NODE}/info")
-    spinner = Spinner(tester)
-    try:
+    params = {"checkpoint": "random", "render": "false", "catch_up_limit": 10000, "output_qos_depth": 100}
+    with node_process(log, NAMESPACE, params) as (p, tester):
         yield p, tester, log
-    finally:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        fh.close()
-        spinner.shutdown()
-        tester.destroy_node()
-        rclpy.try_shutdown()
 
 
 def _call(tester, srv_type, name, req, timeout=30.0):

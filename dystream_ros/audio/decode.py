@@ -87,12 +87,12 @@ def normalize_encoding(encoding: str) -> str:
 
 
 def decode_pcm(data, encoding: str, channels: int, sample_rate: int, *,
-               max_samples: int | None = None) -> DecodedAudio:
+               max_samples: int | None = None, max_bytes: int | None = None) -> DecodedAudio:
     """Decode interleaved little-endian PCM ``data`` (bytes, bytearray, array.array('B'), memoryview or
     a uint8 ndarray) into mono float32 in [-1, 1] at the input ``sample_rate``.
 
     Multi-channel audio is mixed down by averaging the channels. ``max_samples`` bounds the number of
-    frames (samples per channel) in one message (kind ``too_large``).
+    frames (samples per channel) in one message and ``max_bytes`` its size (both kind ``too_large``).
     """
     enc = normalize_encoding(encoding)
     try:
@@ -109,6 +109,9 @@ def decode_pcm(data, encoding: str, channels: int, sample_rate: int, *,
 
     raw = np.frombuffer(memoryview(data).cast("B") if not isinstance(data, np.ndarray) else data,
                         dtype=np.uint8)
+    if max_bytes is not None and raw.size > max_bytes:
+        raise AudioFormatError(
+            "too_large", f"audio message of {raw.size} bytes exceeds the limit of {max_bytes} bytes")
     frame_bytes = _BYTES[enc] * nch
     n_frames = raw.size // frame_bytes
     trailing = raw.size - n_frames * frame_bytes

@@ -3,7 +3,7 @@
 Inputs (relative names, remappable): ``speaker_audio`` (the robot's own speech, e.g. TTS) and
 ``listener_audio`` (the interlocutor, e.g. a microphone), ``dystream_ros/AudioChunk`` by default or
 ``audio_common_msgs/AudioDataStamped`` (+ ``<topic>_info``), the rates in ``sample_rates``,
-int16/float32, mono or interleaved multi-channel; best-effort SensorData QoS by default.
+int16/float32, mono or interleaved multi-channel; reliable QoS by default (``input_qos``).
 
 Outputs (relative names): ``face_image`` (sensor_msgs/Image rgb8), optional ``face_image/compressed``
 (JPEG), ``motion_latent`` (MotionLatent), ``state`` (AvatarState), all stamped with the audio time of the
@@ -55,6 +55,11 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -116,6 +121,8 @@ class NodeStats:
     received: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # per channel
     accepted: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # per channel
     dropped_inactive: int = 0  # audio that arrived while the node was not active
+    transport_lost: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # DDS
+    incompatible_publishers: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     audio_cb_ms: Window = dataclasses.field(default_factory=Window)  # audio callback durations
     audio_cb_ms_max: float = 0.0
     bad_messages: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -188,6 +195,7 @@ class DystreamNode(LifecycleNode):
         self._sched: FrameScheduler | None = None
         self._pubs: dict[str, object] = {}
         self._subs: list = []
+        self._audio_subs: dict = {}  # channel -> its audio subscription (publisher counts in diagnostics)
         self._timer = None
         # The producer thread does the model work; the 40 ms timer and arriving audio only wake it.
         # Running a ~15 ms step inside an executor callback made rclpy's executor loop spin on the
@@ -472,10 +480,13 @@ class DystreamNode(LifecycleNode):
             else:
                 in_qos = _qos(True, int(rt["input_qos_depth"]))
             for channel in ("speaker", "listener"):
-                self._subs.append(self.create_subscription(
+                sub = self.create_subscription(
                     self._msg_class, f"{channel}_audio",
                     lambda msg, c=channel: self._on_audio(msg, c), in_qos,
-                    callback_group=self._audio_groups[channel]))
+                    callback_group=self._audio_groups[channel],
+                    event_callbacks=self._transport_events(channel))
+                self._subs.append(sub)
+                self._audio_subs = {**self._audio_subs, channel: sub}
                 if rt["audio_msg_type"] == adapters.AUDIO_COMMON_STAMPED:
                     info_cls = adapters.import_audio_common().AudioInfo
                     self._subs.append(self.create_subscription(
@@ -496,12 +507,32 @@ class DystreamNode(LifecycleNode):
         self.get_logger().info("active: listening on speaker_audio and listener_audio")
         return result
 
+    def _transport_events(self, channel: str) -> SubscriptionEventCallbacks:
+        """DDS events of an audio subscription, counted and logged: a publisher whose QoS cannot match
+        (a best-effort publisher and ``input_qos: reliable``), and messages DDS lost (best effort)."""
+        def incompatible(info) -> None:
+            with self._lock:
+                self._stats.incompatible_publishers[channel] += info.total_count_change
+            self.get_logger().warning(
+                f"{channel}_audio: a publisher's QoS is incompatible with this subscription "
+                f"(input_qos={self._rt['input_qos']}; last policy: {info.last_policy_kind}); its audio "
+                f"never arrives. Publish reliable, or set input_qos:=sensor_data")
+
+        def lost(info) -> None:
+            with self._lock:
+                self._stats.transport_lost[channel] += info.total_count_change
+            self._warn_throttled(f"lost:{channel}", f"{channel}_audio: DDS lost {info.total_count_change} "
+                                 f"message(s) in transport (best effort); input_qos:=reliable keeps them")
+
+        return SubscriptionEventCallbacks(incompatible_qos=incompatible, message_lost=lost)
+
     def _stop(self) -> None:
         """Stop producing (timer, subscriptions); session lock held."""
         self._active = False
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
+        self._audio_subs = {}
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
@@ -616,7 +647,8 @@ class DystreamNode(LifecycleNode):
                     raise AudioFormatError("sample_rate", f"sample_rate {raw.sample_rate} Hz is not one of "
                                                           f"sample_rates {sorted(self._sample_rates)}")
                 max_samples = int(rt["max_message_s"] * raw.sample_rate)
-            dec = decode_pcm(raw.data, raw.encoding, raw.channels, raw.sample_rate, max_samples=max_samples)
+            dec = decode_pcm(raw.data, raw.encoding, raw.channels, raw.sample_rate, max_samples=max_samples,
+                             max_bytes=int(rt["max_message_bytes"]))
         except AudioFormatError as e:
             with self._lock:
                 self._stats.bad_messages[e.kind] += 1
@@ -910,6 +942,14 @@ class DystreamNode(LifecycleNode):
 
     # ==========================================================================================
     # diagnostics
+    def _publisher_count(self, channel: str) -> int:
+        """Publishers matched by the channel's audio subscription (0 while inactive)."""
+        sub = self._audio_subs.get(channel)
+        try:
+            return sub.get_publisher_count() if sub is not None else 0
+        except Exception:  # noqa: BLE001 - destroyed by a concurrent deactivate
+            return 0
+
     def stats_snapshot(self) -> dict:
         """Counters and latency percentiles (also what /diagnostics reports)."""
         with self._lock:
@@ -933,6 +973,9 @@ class DystreamNode(LifecycleNode):
             for ch in ("speaker", "listener"):
                 d[f"{ch}_messages_received"] = s.received[ch]
                 d[f"{ch}_messages_accepted"] = s.accepted[ch]
+                d[f"{ch}_messages_lost"] = s.transport_lost[ch]  # by DDS, before the callback
+                d[f"{ch}_incompatible_publishers"] = s.incompatible_publishers[ch]
+                d[f"{ch}_publishers"] = self._publisher_count(ch)
             d["messages_dropped_inactive"] = s.dropped_inactive
             # 0 unless a message escaped every counter (a bug); the tests assert it
             d["messages_unaccounted"] = (sum(s.received.values()) - sum(s.accepted.values())

@@ -40,7 +40,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -121,8 +121,9 @@ class Measurer(Node):
         self.images: list = []  # (stamp_ns, receive monotonic)
         self.diag: dict = {}
         self.info: dict | None = None
-        self.speaker = self.create_publisher(AudioChunk, f"{prefix}/speaker_audio", qos_profile_sensor_data)
-        self.listener = self.create_publisher(AudioChunk, f"{prefix}/listener_audio", qos_profile_sensor_data)
+        audio = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        self.speaker = self.create_publisher(AudioChunk, f"{prefix}/speaker_audio", audio)
+        self.listener = self.create_publisher(AudioChunk, f"{prefix}/listener_audio", audio)
         self.create_subscription(AvatarState, f"{prefix}/state", self._on_state, out)
         self.create_subscription(MotionLatent, f"{prefix}/motion_latent", self._on_latent, out)
         self.create_subscription(Image, f"{prefix}/face_image", self._on_image, out)

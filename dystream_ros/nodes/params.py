@@ -98,9 +98,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("audio_msg_type", AUDIO_MSG_TYPES[0], "message type of speaker_audio / listener_audio "
          "(audio_common_msgs needs that package installed; its format comes from <topic>_info)",
          read_only=True, choices=AUDIO_MSG_TYPES),
-    Spec("input_qos", "sensor_data", "audio subscriptions: sensor_data (best effort; connects to reliable "
-         "and best-effort publishers, REP-2003) or reliable", read_only=True,
-         choices=("sensor_data", "reliable")),
+    Spec("input_qos", "reliable", "audio subscriptions: reliable (nothing lost in transport; matches "
+         "reliable publishers only, a best-effort one is logged and counted as incompatible) or "
+         "sensor_data (best effort, REP-2003: matches every publisher, but DDS may drop whole messages, "
+         "counted as <channel>_messages_lost)", read_only=True,
+         choices=("reliable", "sensor_data")),
     Spec("input_qos_depth", 200, "audio subscription queue depth (deep enough for TTS bursts)",
          read_only=True, lo=1, hi=10000),
     Spec("buffer_s", 30.0, "audio buffered ahead per channel; more is dropped and counted",
@@ -111,6 +113,9 @@ SPECS: tuple[Spec, ...] = (
          read_only=True),
     Spec("max_message_s", 60.0, "longest accepted audio message; longer ones are rejected and counted",
          read_only=True, lo=0.1, hi=3600.0),
+    Spec("max_message_bytes", 8 * 1024 * 1024, "largest accepted audio message (bytes of data; 8 MiB is "
+         "43 s of 48 kHz stereo S16); larger ones are rejected before decoding and counted",
+         read_only=True, lo=1024, hi=1 << 31),
     # --- outputs --------------------------------------------------------------------------------
     Spec("output_qos_depth", 5, "keep-last depth of the output publishers", read_only=True, lo=1, hi=1000),
     Spec("output_reliability", "reliable", "output publishers: reliable or best_effort", read_only=True,
