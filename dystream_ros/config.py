@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "FPS",
+    "NS",
+    "SAMPLES_PER_FRAME",
+    "SAMPLE_RATE",
     "AudioConfig",
     "AutoencoderConfig",
     "ConfigError",
@@ -31,7 +35,21 @@ __all__ = [
     "SamplerConfig",
     "TrainConfig",
     "load_profile",
+    "stamp_to_ns",
 ]
+
+#: The core's audio rate (Hz) and video frame rate (DESIGN.md §3): what the data, the model's default
+#: :class:`AudioConfig` and the node's output use; one frame is ``SAMPLES_PER_FRAME`` samples.
+SAMPLE_RATE = 16000
+FPS = 25
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+#: Nanoseconds per second (ROS stamps and bag times are integer nanoseconds).
+NS = 1_000_000_000
+
+
+def stamp_to_ns(stamp) -> int:
+    """A ``builtin_interfaces/Time`` (rclpy or rosbags message, anything with ``sec``/``nanosec``) in ns."""
+    return int(stamp.sec) * NS + int(stamp.nanosec)
 
 
 class ConfigError(ValueError):
@@ -68,8 +86,8 @@ class AudioConfig:
     future audio and nothing later.
     """
 
-    sample_rate: int = 16000
-    fps: int = 25
+    sample_rate: int = SAMPLE_RATE
+    fps: int = FPS
     n_mels: int = 80
     win_ms: int = 25
     hop_ms: int = 10

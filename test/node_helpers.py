@@ -27,7 +27,8 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-NS = 1_000_000_000
+from dystream_ros.config import NS
+
 REPO = Path(__file__).resolve().parents[1]
 NODE_EXE = REPO / "install" / "dystream_ros" / "lib" / "dystream_ros" / "dystream_node"
 

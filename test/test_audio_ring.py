@@ -4,6 +4,7 @@ import numpy as np
 
 from dystream_ros.audio import SampleRing
 from dystream_ros.audio.channel import ChannelBuffer
+from dystream_ros.config import NS
 
 MS = 1_000_000
 
@@ -70,9 +71,6 @@ def _stream(ch, n_chunks, start_stamp, chunk=320, origin=0, value=1.0, skip=(), 
             continue
         st = stamp_of(k) if stamp_of else start_stamp + k * chunk * NS // 16000
         ch.push(np.full(chunk, value * (k + 1), np.float32), 16000, st, 0.0, origin)
-
-
-NS = 1_000_000_000
 
 
 def test_one_lost_chunk_is_a_counted_gap():

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dystream_ros.config import FPS
+
 VISEME_FIELDS = ("jaw_open", "lip_spread", "lip_round", "lip_close")
-FPS = 25
 _RATE = 200  # internal evaluation rate (Hz)
 
 

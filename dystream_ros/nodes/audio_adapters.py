@@ -15,6 +15,7 @@ import importlib
 from dataclasses import dataclass
 
 from dystream_ros.audio import AudioFormatError
+from dystream_ros.config import stamp_to_ns
 
 AUDIO_CHUNK = "dystream_ros/msg/AudioChunk"
 AUDIO_COMMON_STAMPED = "audio_common_msgs/msg/AudioDataStamped"
@@ -29,10 +30,6 @@ class RawAudio:
     channels: int
     sample_rate: int
     stamp_ns: int
-
-
-def stamp_to_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def import_audio_common():

@@ -34,6 +34,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 
+from dystream_ros.config import NS, stamp_to_ns
 from dystream_ros.eval import bagio
 
 
@@ -105,7 +106,7 @@ class BagPlayer(Node):
                     m = reader.deserialize(raw, ty)
                     samples, sr, stamp = bagio.decode_audio(m, ty, infos.get(topic.rsplit("/", 1)[0]))
                     msg = cls()
-                    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+                    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, NS)
                     msg.header.frame_id = m.header.frame_id
                     msg.sample_rate, msg.channels, msg.encoding = sr, 1, "pcm_f32le"
                     msg.data = samples.astype("<f4").tobytes()
@@ -168,7 +169,7 @@ class BagPlayer(Node):
 
         bag_t0 = self.items[0][0]
         stamps = [getattr(getattr(m, "header", None), "stamp", None) for _, _, m in self.items]
-        stamp_ns = [s.sec * 10**9 + s.nanosec for s in stamps if s is not None]
+        stamp_ns = [stamp_to_ns(s) for s in stamps if s is not None]
         stamp_t0 = min(stamp_ns) if stamp_ns else bag_t0
         now_ns = self.get_clock().now().nanoseconds
         wall0 = time.monotonic()
@@ -189,11 +190,10 @@ class BagPlayer(Node):
             if not rclpy.ok():
                 break
             if self.restamp and getattr(msg, "header", None) is not None:
-                s = msg.header.stamp
-                orig = s.sec * 10**9 + s.nanosec
+                orig = stamp_to_ns(msg.header.stamp)
                 # copy then restamp (keep the bag's message untouched for loops)
                 out = deserialize_message(serialize_message(msg), type(msg))
-                sec, nsec = divmod(now_ns + (orig - stamp_t0), 10**9)
+                sec, nsec = divmod(now_ns + (orig - stamp_t0), NS)
                 out.header.stamp = Time(sec=int(sec), nanosec=int(nsec))
                 msg = out
             self.pubs[topic].publish(msg)
@@ -204,7 +204,7 @@ class BagPlayer(Node):
         from builtin_interfaces.msg import Time
         from rosgraph_msgs.msg import Clock
 
-        sec, nsec = divmod(int(t_ns), 10**9)
+        sec, nsec = divmod(int(t_ns), NS)
         self.clock_pub.publish(Clock(clock=Time(sec=int(sec), nanosec=int(nsec))))
 
 

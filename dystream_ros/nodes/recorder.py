@@ -37,6 +37,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from dystream_ros.config import NS
 from dystream_ros.eval import bagio
 
 
@@ -44,7 +45,7 @@ def cdr_stamp_ns(raw: bytes) -> int:
     """header.stamp of a serialized message whose first field is a std_msgs/Header."""
     little = raw[1] & 1  # CDR encapsulation id: 0x0001 = CDR_LE, 0x0000 = CDR_BE
     sec, nsec = struct.unpack_from("<iI" if little else ">iI", raw, 4)
-    return sec * 10**9 + nsec
+    return sec * NS + nsec
 
 
 class Recorder(Node):
