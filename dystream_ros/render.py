@@ -20,41 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_wav_16k", "register", "render_conversation", "resample_to"]
+from dystream_ros.config import SAMPLE_RATE
+from dystream_ros.io.wav import read_wav
 
-SAMPLE_RATE = 16000
-
-
-def _to_float_mono(data: np.ndarray) -> np.ndarray:
-    a = np.asarray(data)
-    if a.dtype == np.uint8:
-        a = (a.astype(np.float32) - 128.0) / 128.0
-    elif np.issubdtype(a.dtype, np.integer):
-        a = a.astype(np.float32) / float(-np.iinfo(a.dtype).min)
-    else:
-        a = a.astype(np.float32)
-    if a.ndim == 2:
-        a = a.mean(axis=1)
-    return np.clip(np.nan_to_num(a), -1.0, 1.0).astype(np.float32)
-
-
-def resample_to(audio: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Polyphase resampling (``scipy.signal.resample_poly``, Kaiser-windowed FIR) of mono float audio."""
-    if rate == target:
-        return np.asarray(audio, np.float32)
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(rate), int(target))
-    out = resample_poly(np.asarray(audio, np.float64), target // g, int(rate) // g)
-    return out.astype(np.float32)
-
-
-def read_wav_16k(path: str | Path) -> np.ndarray:
-    """A WAV file (any rate, PCM 8/16/24/32-bit or float, mono or multi-channel) as 16 kHz mono float32."""
-    from scipy.io import wavfile
-
-    rate, data = wavfile.read(str(path))
-    return resample_to(_to_float_mono(data), int(rate))
+__all__ = ["register", "render_conversation"]
 
 
 def render_conversation(
@@ -133,8 +102,8 @@ def _main(args) -> int:
     from dystream_ros.data.media import write_mp4
     from dystream_ros.model import load_pipeline
 
-    speaker = read_wav_16k(args.speaker)
-    listener = read_wav_16k(args.listener) if args.listener else np.zeros(0, np.float32)
+    speaker = read_wav(args.speaker)
+    listener = read_wav(args.listener) if args.listener else np.zeros(0, np.float32)
     pipe = load_pipeline(checkpoint=args.checkpoint, profile=args.profile, backend=args.backend)
     reference = _load_reference(args.reference, pipe)
     n = max(len(speaker), len(listener))

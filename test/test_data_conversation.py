@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from dystream_ros.data.conversation import SAMPLES_PER_FRAME, generate_conversation
+from dystream_ros.config import SAMPLES_PER_FRAME
+from dystream_ros.data.conversation import generate_conversation
 from dystream_ros.data.dataset import load_conversation
 from dystream_ros.data.face import ARTICULATION_FIELDS, HELDOUT_IDENTITIES, TRAIN_IDENTITIES
 from dystream_ros.data.speech import HELDOUT_VOICES, TRAIN_VOICES

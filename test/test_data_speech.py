@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dystream_ros.config import SAMPLE_RATE
 from dystream_ros.data.speech import (
     HELDOUT_VOICES,
-    SAMPLE_RATE,
     TRAIN_VOICES,
     Voice,
     is_pause,

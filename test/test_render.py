@@ -12,9 +12,10 @@ from scipy.io import wavfile
 
 from dystream_ros.cli import main as cli
 from dystream_ros.config import load_profile
+from dystream_ros.io.wav import read_wav as read_wav_16k
+from dystream_ros.io.wav import resample_to
 from dystream_ros.model.checkpoint import save_checkpoint
 from dystream_ros.model.dystream import build_model
-from dystream_ros.render import read_wav_16k, resample_to
 
 TINY = dict(
     latent_dim=8,

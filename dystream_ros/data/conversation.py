@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.io import wavfile
 from scipy.ndimage import gaussian_filter1d
 
+from dystream_ros.config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from dystream_ros.data import corpus
 from dystream_ros.data.face import (
     ARTICULATION_FIELDS,
@@ -43,11 +43,10 @@ from dystream_ros.data.face import (
     identity_from_seed,
     render_params,
 )
-from dystream_ros.data.speech import SAMPLE_RATE, Voice, is_pause, synthesize, voices_for_split
+from dystream_ros.data.speech import Voice, is_pause, synthesize, voices_for_split
 from dystream_ros.data.visemes import articulate
+from dystream_ros.io.wav import write_wav
 
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 FORMAT = "dystream-synth-v1"
 _COL = {name: i for i, name in enumerate(ARTICULATION_FIELDS)}
 
@@ -143,25 +142,6 @@ class Conversation:
     def frames(self, size: int = 256):
         """Rendered frames of the avatar (generator of size x size x 3 uint8 RGB)."""
         return render_params(self.identity, self.params, size)
-
-
-def write_wav(path, audio: np.ndarray) -> None:
-    """16-bit PCM mono WAV at 16 kHz."""
-    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    wavfile.write(str(path), SAMPLE_RATE, pcm)
-
-
-def read_wav(path) -> np.ndarray:
-    """Mono float32 in [-1, 1] at the file's rate (16 kHz for files written here)."""
-    rate, data = wavfile.read(str(path))
-    if rate != SAMPLE_RATE:
-        raise ValueError(f"{path}: expected {SAMPLE_RATE} Hz, got {rate}")
-    if data.dtype == np.int16:
-        data = data.astype(np.float32) / 32768.0
-    elif data.dtype == np.int32:
-        data = data.astype(np.float32) / 2147483648.0
-    data = np.asarray(data, dtype=np.float32)
-    return data.mean(axis=1) if data.ndim == 2 else data
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class ConversationData:
 def load_conversation(path) -> ConversationData:
     """Load a synthetic conversation directory (``meta.json`` + WAVs + ``params.npy``) or, for a
     video file, read it with :func:`dystream_ros.data.video_folder.read_video`."""
-    from dystream_ros.data.conversation import read_wav
+    from dystream_ros.io.wav import read_wav
 
     path = Path(path)
     if path.is_file():

@@ -17,15 +17,13 @@ helper process that serves each request from a fresh fork of the same initialise
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from dystream_ros.config import SAMPLE_RATE
 from dystream_ros.data._espeak import EVENT_PHONEME, EVENT_WORD, EspeakClient
-
-SAMPLE_RATE = 16000
-
+from dystream_ros.io.wav import resample_to
 
 # --- voices ---------------------------------------------------------------------------------
 
@@ -120,15 +118,12 @@ def synthesize(text: str, voice: Voice, trim: bool = True) -> Utterance:
     With ``trim`` the leading and trailing pauses are cut (keeping 30 ms before the first and 60 ms
     after the last spoken phoneme) and all times are shifted accordingly.
     """
-    from scipy.signal import resample_poly
-
     raw_bytes, events, native = EspeakClient.get().synth(
         text, voice.name, voice.rate, voice.pitch, voice.range
     )
     raw = np.frombuffer(raw_bytes, dtype=np.int16)
     total_ms = 1000.0 * len(raw) / native
-    g = math.gcd(SAMPLE_RATE, native)
-    audio = resample_poly(raw.astype(np.float32) / 32768.0, SAMPLE_RATE // g, native // g).astype(np.float32)
+    audio = resample_to(raw.astype(np.float32) / 32768.0, native, SAMPLE_RATE)
 
     # phoneme i lasts until the next phoneme starts (the last one until the end of the audio);
     # espeak reports a zero-length pause before some words, those are dropped

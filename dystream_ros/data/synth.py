@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dystream_ros.data.conversation import FPS, generate_conversation
+from dystream_ros.config import FPS, SAMPLE_RATE
+from dystream_ros.data.conversation import generate_conversation
 from dystream_ros.data.face import ARTICULATION_FIELDS
-from dystream_ros.data.speech import SAMPLE_RATE
 
 INDEX_FORMAT = "dystream-synth-index-v1"
 _SPLIT_CODE = {"train": 1, "heldout": 2}

@@ -30,12 +30,10 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from dystream_ros.config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from dystream_ros.data.dataset import ConversationData
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 CROP_MARGIN = 1.75  # crop side / Haar box side: matches the synthetic framing
 
 
@@ -277,7 +275,7 @@ def read_video(
     speaker, listener, how, t_sp, t_li = split_channels(decode_audio_streams(path), stereo)
     sidecar = path.with_name(path.stem + ".listener.wav")
     if listener is None and sidecar.exists():
-        from dystream_ros.data.conversation import read_wav
+        from dystream_ros.io.wav import read_wav
 
         listener, t_li, how = read_wav(sidecar), v0, how + " + sidecar listener"
     speaker = _fit(speaker if speaker is not None else np.zeros(0, np.float32), t_sp - v0, n_samples)

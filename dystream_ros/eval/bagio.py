@@ -37,6 +37,10 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from dystream_ros.audio import AudioFormatError, decode_pcm
+from dystream_ros.config import NS, SAMPLE_RATE, stamp_to_ns
+from dystream_ros.io.wav import read_wav_frames, to_float
+
 AUDIO_CHUNK = "dystream_ros/msg/AudioChunk"
 MOTION_LATENT = "dystream_ros/msg/MotionLatent"
 AVATAR_STATE = "dystream_ros/msg/AvatarState"
@@ -51,7 +55,7 @@ AUDIO_TYPES = (AUDIO_CHUNK, AUDIO_DATA_STAMPED)
 DEFAULT_SPEAKER_TOPIC = "/dystream/speaker_audio"
 DEFAULT_LISTENER_TOPIC = "/dystream/listener_audio"
 #: make-bag's default start stamp (2023-11-14T22:13:20Z): fixed so the same WAVs give the same bag.
-DEFAULT_START_NS = 1_700_000_000 * 10**9
+DEFAULT_START_NS = 1_700_000_000 * NS
 
 # ros-drivers/audio_common, branch ros2 (audio_common_msgs/msg/*.msg).
 AUDIO_COMMON_MSGS = {
@@ -204,45 +208,15 @@ class AudioPacket:
     sample_rate: int
 
 
-def stamp_to_ns(stamp) -> int:
-    return int(stamp.sec) * 10**9 + int(stamp.nanosec)
-
-
 def pcm_to_mono(data: bytes | np.ndarray, encoding: str, channels: int,
-                sample_rate: int = 16000) -> np.ndarray:
-    """Interleaved little-endian PCM -> float32 mono (channels averaged).
-
-    Uses the node's decoder (``dystream_ros.audio.decode_pcm``) so that replay hears exactly what the
-    node hears; a minimal local decoder serves only where that module is absent.
-    """
-    try:
-        from dystream_ros.audio import AudioFormatError, decode_pcm
-    except ImportError:
-        return _pcm_to_mono_local(data, encoding, channels)
+                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Interleaved little-endian PCM -> float32 mono (channels averaged), decoded by the node's decoder
+    (:func:`dystream_ros.audio.decode_pcm`) so that replay hears exactly what the node hears."""
     buf = data if isinstance(data, (bytes, bytearray)) else np.ascontiguousarray(data, dtype=np.uint8)
     try:
         return decode_pcm(buf, encoding, channels, sample_rate).samples
     except AudioFormatError as err:
         raise BagError(str(err)) from err
-
-
-def _pcm_to_mono_local(data: bytes | np.ndarray, encoding: str, channels: int) -> np.ndarray:
-    raw = np.asarray(data, dtype=np.uint8).tobytes() if not isinstance(data, bytes) else data
-    enc = encoding.lower()
-    if enc in ("pcm_s16le", "s16le"):
-        x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-    elif enc in ("pcm_f32le", "f32le", "float32le"):
-        x = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    elif enc in ("s32le", "pcm_s32le"):
-        x = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / 2**31).astype(np.float32)
-    else:
-        raise BagError(f"unsupported audio encoding {encoding!r} (pcm_s16le and pcm_f32le are supported)")
-    if channels < 1:
-        raise BagError(f"invalid channel count {channels}")
-    if channels > 1:
-        usable = (x.size // channels) * channels
-        x = x[:usable].reshape(-1, channels).mean(axis=1, dtype=np.float32)
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def decode_audio(msg, msgtype: str, info=None) -> tuple[np.ndarray, int, int]:
@@ -429,7 +403,7 @@ def _types():
 def header(stamp_ns: int, frame_id: str = ""):
     t = _types()
     return t["std_msgs/msg/Header"](
-        stamp=t["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 10**9), nanosec=int(stamp_ns % 10**9)),
+        stamp=t["builtin_interfaces/msg/Time"](sec=int(stamp_ns // NS), nanosec=int(stamp_ns % NS)),
         frame_id=frame_id,
     )
 
@@ -474,33 +448,13 @@ def image_to_array(msg) -> np.ndarray:
 # ---- make-bag --------------------------------------------------------------------------------------
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """(samples [N, C] in the file's dtype, sample rate)."""
-    from scipy.io import wavfile
-
-    rate, data = wavfile.read(str(path))
-    if data.ndim == 1:
-        data = data[:, None]
-    return data, int(rate)
-
-
 def _wav_as_pcm(data: np.ndarray, encoding: str) -> np.ndarray:
     if encoding == "pcm_s16le":
         if data.dtype == np.int16:
             return data.astype("<i2")
-        x = _wav_float(data)
+        x = to_float(data)
         return np.clip(np.round(x * 32767.0), -32768, 32767).astype("<i2")
-    return _wav_float(data).astype("<f4")
-
-
-def _wav_float(data: np.ndarray) -> np.ndarray:
-    if data.dtype == np.int16:
-        return data.astype(np.float32) / 32768.0
-    if data.dtype == np.int32:
-        return (data.astype(np.float64) / 2**31).astype(np.float32)
-    if data.dtype == np.uint8:
-        return (data.astype(np.float32) - 128.0) / 128.0
-    return data.astype(np.float32)
+    return to_float(data).astype("<f4")
 
 
 def wav_packets(path: str | Path, chunk_ms: float, start_ns: int, encoding: str | None = None):
@@ -509,15 +463,15 @@ def wav_packets(path: str | Path, chunk_ms: float, start_ns: int, encoding: str 
     Stamp = time of the chunk's first sample; log time = arrival of its last sample (stamp + chunk
     duration), which is what a recorder of a real-time source sees.
     """
-    data, rate = read_wav(path)
+    data, rate = read_wav_frames(path)
     if encoding is None:
         encoding = "pcm_s16le" if data.dtype == np.int16 else "pcm_f32le"
     pcm = _wav_as_pcm(data, encoding)
     n = max(1, int(round(rate * chunk_ms / 1000.0)))
     for i in range(0, pcm.shape[0], n):
         block = pcm[i : i + n]
-        stamp = start_ns + (i * 10**9) // rate
-        end = start_ns + ((i + block.shape[0]) * 10**9) // rate
+        stamp = start_ns + (i * NS) // rate
+        end = start_ns + ((i + block.shape[0]) * NS) // rate
         yield end, stamp, (block.tobytes(), rate, pcm.shape[1], encoding)
 
 

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dystream_ros.config import FPS, NS, SAMPLE_RATE
 from dystream_ros.eval import bagio, report
+from dystream_ros.io.wav import read_wav_frames, resample_to
 
-NS = 1_000_000_000
 NODE_NS = "/dystream"
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "assets" / "sample"
 
@@ -147,7 +148,7 @@ def _input_bag(args, out: Path) -> tuple[Path, float]:
 
 
 def _trim(src: Path, dst: Path, seconds: float) -> Path:
-    data, rate = bagio.read_wav(src)
+    data, rate = read_wav_frames(src)
     from scipy.io import wavfile
 
     wavfile.write(dst, rate, data[: int(round(seconds * rate))])
@@ -188,7 +189,7 @@ def run_demo(args) -> int:
                  "latency, not the quality of the animation."])
 
     bag, audio_s = _input_bag(args, out)
-    n_frames = int(np.ceil(audio_s * 25 - 1e-9))
+    n_frames = int(np.ceil(audio_s * FPS - 1e-9))
     _say(f"conversation: {bag} ({audio_s:.1f} s, {n_frames} frames)")
 
     env = dict(os.environ)
@@ -283,8 +284,6 @@ def run_demo(args) -> int:
 def bag_audio_16k(bag: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     """(speaker, listener, origin stamp ns): the bag's conversation at 16 kHz on the stream timeline
     (sample 0 = the first stamp on either channel, as the node's frame 0)."""
-    from scipy.signal import resample_poly
-
     with bagio.BagReader(bag) as r:
         speaker, listener = bagio.pick_audio_topics(r.topics)
         audio = bagio.read_audio(r, [t for t in (speaker, listener) if t])
@@ -296,8 +295,8 @@ def bag_audio_16k(bag: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
             continue
         parts = []
         for p in audio[topic]:
-            x = p.samples if p.sample_rate == 16000 else resample_poly(p.samples, 16000, p.sample_rate)
-            parts.append((int(round((p.stamp_ns - origin) * 16000 / NS)), x.astype(np.float32)))
+            x = resample_to(p.samples, p.sample_rate, SAMPLE_RATE)
+            parts.append((int(round((p.stamp_ns - origin) * SAMPLE_RATE / NS)), x))
         n = max((s + len(x) for s, x in parts), default=0)
         track = np.zeros(n, np.float32)
         for s, x in parts:
@@ -325,7 +324,7 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
             if t_ns in stamps:
                 images[stamps[t_ns]] = bagio.image_to_array(bag.deserialize(raw, ty))
     # Frames the node skipped (or that were lost) hold the previous image, as a display would.
-    vid = VideoWriter(out / "video.mp4", fps=25, sample_rate=16000) if images else None
+    vid = VideoWriter(out / "video.mp4", fps=FPS, sample_rate=SAMPLE_RATE) if images else None
     mouth = report.MouthTracker() if images else None
     last = None
     held = 0
@@ -361,7 +360,7 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
     skipped = max((frames[i].get("skipped_frames", 0) for i in indices), default=0)
     missing = [i for i in range(n_frames) if i not in frames]
     rep = build_report(
-        records, fps=25, skipped=skipped, lipsync=ls_entry,
+        records, fps=FPS, skipped=skipped, lipsync=ls_entry,
         backend=str(info.get("backend", "unknown"))
         + (f"/{info['precision']}" if info.get("precision") else ""),
         profile=stats.get("profile"), checkpoint=stats.get("checkpoint"), mode="live",
@@ -377,8 +376,8 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
             "lost_frames": max(0, len(missing) - int(skipped)),
             "missing_frame_indices": missing[:50],
             "e2e_av_offset_ms": report.stats(e2e, ("p50", "p95", "p99")),
-            "audio_duration_s": round(audio_len / 16000, 3),
-            "video_duration_s": round(vid.frames / 25, 3) if vid else None,
+            "audio_duration_s": round(audio_len / SAMPLE_RATE, 3),
+            "video_duration_s": round(vid.frames / FPS, 3) if vid else None,
             "held_frames": held + (vid.held_frames if vid else 0),
             "bag": str(input_bag), "node_info": info,
             "files": {n: str(out / n) for n in ("video.mp4", "output.mcap", "report.json", "latency.png",

@@ -40,10 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from dystream_ros.config import FPS, SAMPLE_RATE
+from dystream_ros.io.wav import read_wav, to_float_mono
+
 __all__ = [
-    "DEFAULT_FPS",
     "MAX_OFFSET",
-    "SAMPLE_RATE",
     "activity",
     "audio_envelope",
     "band_pass",
@@ -56,8 +57,6 @@ __all__ = [
     "sync_scores",
 ]
 
-SAMPLE_RATE = 16000
-DEFAULT_FPS = 25.0
 MAX_OFFSET = 15
 #: Speech band of the envelope (Hz).
 SPEECH_BAND = (250.0, 4000.0)
@@ -76,26 +75,9 @@ SYNC_BAND = (2.0, 7.0)
 # Audio
 
 
-def _as_float_mono(audio: np.ndarray) -> np.ndarray:
-    a = np.asarray(audio)
-    if a.dtype == np.int16:
-        a = a.astype(np.float32) / 32768.0
-    elif a.dtype == np.int32:
-        a = a.astype(np.float32) / 2147483648.0
-    elif a.dtype == np.uint8:
-        a = (a.astype(np.float32) - 128.0) / 128.0
-    else:
-        a = a.astype(np.float32, copy=False)
-    if a.ndim == 2:  # (N, C) interleaved channels -> mono
-        a = a.mean(axis=1) if a.shape[1] <= 16 else a.mean(axis=0)
-    if a.ndim != 1:
-        raise ValueError(f"audio must be 1-D (or N x channels), got shape {np.shape(audio)}")
-    return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-
-
 def audio_envelope(
     audio_16k: np.ndarray,
-    fps: float = DEFAULT_FPS,
+    fps: float = FPS,
     *,
     n_frames: int | None = None,
     sample_rate: int = SAMPLE_RATE,
@@ -113,7 +95,7 @@ def audio_envelope(
     """
     from scipy.signal import butter, sosfiltfilt
 
-    a = _as_float_mono(audio_16k).astype(np.float64)
+    a = to_float_mono(audio_16k).astype(np.float64)
     spf = sample_rate / float(fps)
     if n_frames is None:
         n_frames = int(math.ceil(len(a) / spf - 1e-9))
@@ -199,7 +181,7 @@ def _lag_corr(mouth: np.ndarray, reference: np.ndarray, k: int) -> float:
     return _masked_corr(mouth[: n + k], reference[-k:])
 
 
-def band_pass(x: np.ndarray, fps: float = DEFAULT_FPS,
+def band_pass(x: np.ndarray, fps: float = FPS,
               band: tuple[float, float] | None = SYNC_BAND) -> np.ndarray:
     """Zero-phase band-pass of a per-frame signal (NaN frames are bridged for filtering and stay NaN).
     ``band=None`` returns the signal unchanged; clips shorter than 8 frames are only mean-centred."""
@@ -222,7 +204,7 @@ def band_pass(x: np.ndarray, fps: float = DEFAULT_FPS,
 
 
 def sync_scores(mouth: np.ndarray, reference: np.ndarray, max_offset: int = MAX_OFFSET, *,
-                fps: float = DEFAULT_FPS, band: tuple[float, float] | None = SYNC_BAND) -> dict[str, Any]:
+                fps: float = FPS, band: tuple[float, float] | None = SYNC_BAND) -> dict[str, Any]:
     """Audio-visual offset and SyncNet-style confidence of a mouth signal against a reference.
 
     Both signals are band-passed to ``band`` Hz (:data:`SYNC_BAND`, the syllable rate; ``None``: raw), then
@@ -294,7 +276,7 @@ def listener_behaviour(
     speaker_audio: np.ndarray | None,
     listener_audio: np.ndarray | None,
     *,
-    fps: float = DEFAULT_FPS,
+    fps: float = FPS,
     sample_rate: int = SAMPLE_RATE,
     mouth: np.ndarray | None = None,
 ) -> dict[str, Any]:
@@ -447,7 +429,7 @@ def evaluate(
     gt_params=None,
     *,
     reader: Any = "synthetic",
-    fps: float = DEFAULT_FPS,
+    fps: float = FPS,
     sample_rate: int = SAMPLE_RATE,
     max_offset: int = MAX_OFFSET,
     readings: dict[str, np.ndarray] | None = None,
@@ -524,25 +506,11 @@ def evaluate(
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate`` from a WAV file (scipy) or any container PyAV reads."""
+    """Mono float32 audio at ``sample_rate`` from a WAV file or any container PyAV reads."""
     path = Path(path)
     if path.suffix.lower() == ".wav":
-        from scipy.io import wavfile
-
-        sr, data = wavfile.read(str(path))
-        a = _as_float_mono(data)
-    else:
-        a, sr = _decode_audio_av(path, sample_rate)
-    return _resample(a, int(sr), sample_rate)
-
-
-def _resample(a: np.ndarray, sr: int, target: int) -> np.ndarray:
-    if sr == target:
-        return a.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(sr), int(target))
-    return resample_poly(a, target // g, sr // g).astype(np.float32)
+        return read_wav(path, sample_rate)
+    return _decode_audio_av(path, sample_rate)[0]  # decoded and resampled by FFmpeg
 
 
 def _decode_audio_av(path: Path, sample_rate: int, start_time: float | None = None, stream: int = 0):
@@ -665,7 +633,7 @@ def _cmd_lipsync(args) -> int:
     from dystream_ros.eval.mouth_reader import MouthReader
 
     frames, vfps, vaudio, _ = load_frames(video=args.video, frames_dir=args.frames_dir)
-    fps = float(args.fps or vfps or DEFAULT_FPS)
+    fps = float(args.fps or vfps or FPS)
     if args.speaker is not None:
         speaker = load_audio(args.speaker)
     elif vaudio:

@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +43,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from dystream_ros.config import NS, stamp_to_ns
+from dystream_ros.io.wav import read_wav_frames
 from dystream_ros.msg import AudioChunk, AvatarState, MotionLatent
 
-NS = 1_000_000_000
 ROBOT_LINES = [
     "Hello! I am the robot at the front desk. How can I help you today?",
     "Of course. The meeting room is on the second floor, next to the elevators.",
@@ -71,10 +71,10 @@ def _espeak(text: str, voice: str, path: Path, speed: int = 165) -> np.ndarray:
         raise RuntimeError("espeak-ng not found (apt-get install espeak-ng)")
     subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(path), text], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with wave.open(str(path)) as w:
-        if w.getframerate() != 22050 or w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise RuntimeError(f"unexpected espeak-ng output format in {path}")
-        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").copy()
+    data, rate = read_wav_frames(path)
+    if rate != 22050 or data.dtype != np.int16 or data.shape[1] != 1:
+        raise RuntimeError(f"unexpected espeak-ng output format in {path}")
+    return data[:, 0].copy()
 
 
 def conversation(seconds: float, rate: int = 22050) -> tuple[np.ndarray, np.ndarray]:
@@ -131,10 +131,6 @@ class Measurer(Node):
         self.create_subscription(String, f"{prefix}/dystream_node/info", self._on_info, latched)
         self.node_fqn = f"{prefix}/dystream_node"
 
-    @staticmethod
-    def _stamp(h) -> int:
-        return h.stamp.sec * NS + h.stamp.nanosec
-
     def _on_state(self, m):
         with self.lock:
             self.states.append(m)
@@ -146,7 +142,7 @@ class Measurer(Node):
     def _on_image(self, m):
         t = time.monotonic()
         with self.lock:
-            self.images.append((self._stamp(m.header), t))
+            self.images.append((stamp_to_ns(m.header.stamp), t))
 
     def _on_info(self, m):
         self.info = json.loads(m.data)
@@ -214,8 +210,8 @@ def run(args) -> dict:
         time.sleep(args.tail)
         end = start + n_chunks * per * NS // rate
         with node.lock:
-            states = [s for s in node.states if start <= Measurer._stamp(s.header) < end]
-            latents = [m for m in node.latents if start <= Measurer._stamp(m.header) < end]
+            states = [s for s in node.states if start <= stamp_to_ns(s.header.stamp) < end]
+            latents = [m for m in node.latents if start <= stamp_to_ns(m.header.stamp) < end]
             images = [(s, t) for s, t in node.images if start <= s < end]
             diag = dict(node.diag)
         display = []

@@ -1,0 +1,1 @@
+"""Media I/O without ROS: image files and fitting (``images``), WAV files and sample conversion (``wav``)."""
