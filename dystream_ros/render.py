@@ -99,7 +99,7 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
-    from dystream_ros.data.media import write_mp4
+    from dystream_ros.io.video import write_mp4
     from dystream_ros.model import load_pipeline
 
     speaker = read_wav(args.speaker)

@@ -7,8 +7,8 @@ import pytest
 
 from dystream_ros.data.conversation import generate_conversation
 from dystream_ros.data.dataset import iter_dataset
-from dystream_ros.data.media import write_mp4
 from dystream_ros.data.video_folder import VideoFolder, crop_square, list_videos, read_video
+from dystream_ros.io.video import write_mp4
 from dystream_ros.io.wav import write_wav
 
 

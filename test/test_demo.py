@@ -20,7 +20,7 @@ SECONDS = 2.0
 
 def test_demo_writes_video_bag_report_and_plots(repo, tmp_path):
     from dystream_ros.eval import bagio
-    from dystream_ros.eval.video import probe
+    from dystream_ros.io.video import probe
 
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{repo}{os.pathsep}{env.get('PYTHONPATH', '')}"

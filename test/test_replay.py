@@ -99,7 +99,7 @@ def test_replay_accepts_audio_common_msgs(conversation, latents_pipe, tmp_path):
 
 def test_replay_writes_video_bag_report_and_plots(conversation, tmp_path):
     from dystream_ros.cli import main
-    from dystream_ros.eval.video import probe
+    from dystream_ros.io.video import probe
 
     out = tmp_path / "out"
     rc = main(["replay", str(conversation["bags"]["sqlite3"]), "--out", str(out), "--checkpoint", "random",

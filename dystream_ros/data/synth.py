@@ -47,7 +47,7 @@ def _one(job: tuple) -> dict:
     name = f"conv_{index:04d}"
     d = conv.write(Path(out) / name)
     if render:
-        from dystream_ros.data.media import write_mp4
+        from dystream_ros.io.video import write_mp4
 
         write_mp4(d / "video.mp4", conv.frames(size), fps=FPS, audio_tracks=[conv.speaker, conv.listener])
     return {

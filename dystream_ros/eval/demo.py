@@ -308,7 +308,7 @@ def bag_audio_16k(bag: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
 def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool = False) -> dict:
     """Video, plots and report.json of a live recording (``out/output.mcap`` + its ``_frames.json``)."""
     from dystream_ros.eval.replay import FrameRecord, build_report, mix
-    from dystream_ros.eval.video import VideoWriter
+    from dystream_ros.io.video import VideoWriter
 
     stats = json.loads((out / "output_frames.json").read_text())
     frames = {int(f["index"]): f for f in stats["frames"] if "step_ms" in f}

@@ -273,7 +273,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
 
     vid = None
     if video:
-        from dystream_ros.eval.video import VideoWriter
+        from dystream_ros.io.video import VideoWriter
 
         vid = VideoWriter(out / "video.mp4", fps=int(pipe.fps), sample_rate=int(pipe.sample_rate))
     mouth = report.MouthTracker() if lipsync else None
