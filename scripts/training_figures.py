@@ -93,13 +93,13 @@ def _decode(ae, reference: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, 
 
 def decoder_crops_figure(checkpoint: str, data: str, out: str, conversations: int, per: int) -> None:
     """Mouth crops of each conversation's most open frames: ground truth / decoded / synthesis branch."""
-    from dystream_ros.eval.lipsync import _gt_columns, gt_mouth
+    from dystream_ros.eval.lipsync import gt_columns, gt_mouth
 
     ae, bank = _autoencoder_and_data(checkpoint, data)
     blocks = []
     for c in range(min(conversations, len(bank))):
         n = bank.num_frames(c)
-        opening = gt_mouth(_gt_columns(bank.convs[c].params[:n]))
+        opening = gt_mouth(gt_columns(bank.convs[c].params[:n]))
         order = np.argsort(opening)[::-1]
         picks = [int(order[int(q * (n - 1))]) for q in np.linspace(0.0, 0.5, per)]  # most open -> median
         truth = np.stack([bank.frame(c, t) for t in picks])
@@ -124,7 +124,7 @@ def decoder_crops_figure(checkpoint: str, data: str, out: str, conversations: in
 
 def decoder_mouth_figure(checkpoint: str, data: str, out: str, conversations: int, frames: int) -> None:
     """Mouth read from ground-truth renders vs from their decoded latents; the correlations it prints."""
-    from dystream_ros.eval.lipsync import _gt_columns, gt_mouth, mouth_openness, sync_scores
+    from dystream_ros.eval.lipsync import gt_columns, gt_mouth, mouth_openness, sync_scores
 
     ae, bank = _autoencoder_and_data(checkpoint, data)
     rows = []
@@ -132,7 +132,7 @@ def decoder_mouth_figure(checkpoint: str, data: str, out: str, conversations: in
         n = min(frames, bank.num_frames(c))
         truth = np.stack([bank.frame(c, t) for t in range(n)])
         decoded = _decode(ae, bank.reference(c), truth)[0]
-        gt = gt_mouth(_gt_columns(bank.convs[c].params[:n]))
+        gt = gt_mouth(gt_columns(bank.convs[c].params[:n]))
         read_truth, read_dec = mouth_openness(truth), mouth_openness(decoded)
         r_truth, r_dec = sync_scores(read_truth, gt)["correlation"], sync_scores(read_dec, gt)["correlation"]
         rows.append((r_truth, r_dec))

@@ -49,9 +49,12 @@ __all__ = [
     "audio_envelope",
     "band_pass",
     "evaluate",
+    "gt_columns",
+    "jsonable",
     "listener_behaviour",
     "load_audio",
     "load_frames",
+    "load_reader",
     "mouth_openness",
     "register",
     "sync_scores",
@@ -345,7 +348,7 @@ def listener_behaviour(
 # Ground truth
 
 
-def _gt_columns(gt_params) -> dict[str, np.ndarray]:
+def gt_columns(gt_params) -> dict[str, np.ndarray]:
     """Columns of a ground-truth articulation: a ``(T, P)`` array in ``ARTICULATION_FIELDS`` order
     (``params.npy`` of ``dystream synth``), a structured array, or a dict of name -> ``[T]``."""
     if isinstance(gt_params, dict):
@@ -388,7 +391,9 @@ def _mae(a: np.ndarray, b: np.ndarray) -> float:
 _DEFAULT_READERS: dict[str, Any] = {}
 
 
-def _reader(kind_or_reader):
+def load_reader(kind_or_reader):
+    """A loaded :class:`~dystream_ros.eval.mouth_reader.MouthReader`: ``kind_or_reader`` itself, or the
+    shipped reader of that kind (``synthetic``, ``mediapipe``), loaded once per process."""
     from dystream_ros.eval.mouth_reader import MouthReader
 
     if isinstance(kind_or_reader, str):
@@ -402,23 +407,24 @@ def mouth_openness(frames: np.ndarray, reader: Any = "synthetic") -> np.ndarray:
     """Mouth opening per frame of ``uint8 [T, H, W, 3]`` RGB frames, read by the shipped synthetic-face
     reader (or ``reader="mediapipe"``, or a loaded :class:`MouthReader`): float32 ``[T]``, NaN where
     no face was found."""
-    return _reader(reader).read(frames)["mouth"]
+    return load_reader(reader).read(frames)["mouth"]
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _jsonable(obj):
-    """NaN/inf -> None recursively (strict JSON)."""
+def jsonable(obj, digits: int | None = None):
+    """Plain Python for strict JSON, recursively: numpy scalars and arrays as numbers and lists,
+    NaN/inf as None, floats rounded to ``digits`` decimals when given."""
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v, digits) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return _finite(obj)
+        return [jsonable(v, digits) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist(), digits)
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return jsonable(obj.item(), digits)
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return None
+        return float(obj) if digits is None else round(float(obj), digits)
     return obj
 
 
@@ -453,7 +459,7 @@ def evaluate(
     ``face_found`` (fraction of frames with a reading), ``reader``, ``frames``, ``fps``.
     """
     if readings is None:
-        rd = _reader(reader)
+        rd = load_reader(reader)
         readings = rd.read(frames)
         reader_name = rd.kind
     else:
@@ -477,7 +483,7 @@ def evaluate(
         "gt": None,
     }
     if gt_params is not None:
-        cols = _gt_columns(gt_params)
+        cols = gt_columns(gt_params)
         gm = _pad_to(gt_mouth(cols), n)
         gt: dict[str, Any] = {"mouth": sync_scores(mouth, gm, max_offset, fps=fps)}
         gt["mouth_correlation"] = _masked_corr(mouth, gm)
@@ -498,7 +504,7 @@ def evaluate(
     out["reader"] = reader_name
     out["frames"] = int(n)
     out["fps"] = float(fps)
-    return _jsonable(out)
+    return jsonable(out)
 
 
 # --------------------------------------------------------------------------------------------

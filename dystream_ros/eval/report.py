@@ -6,11 +6,12 @@ Shared by the offline replay and the live demo so both reports have the same sha
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from dystream_ros.eval import lipsync
 
 
 def stats(values: Sequence[float] | np.ndarray, keys: Sequence[str] = ("p50", "p95", "p99", "max")) -> dict:
@@ -90,10 +91,6 @@ def lipsync_entry(readings: dict[str, np.ndarray] | None, speaker_16k: np.ndarra
     ``correlation``.
     """
     empty = {"offset_frames": None, "confidence": None, "correlation": None}
-    try:
-        from dystream_ros.eval import lipsync
-    except ImportError as err:
-        return {**empty, "note": f"lip-sync evaluator unavailable ({err})"}, None, None
     if readings is None:
         return {**empty, "note": note or "no rendered frames"}, None, None
     mouth = readings["mouth"]
@@ -108,26 +105,11 @@ def lipsync_entry(readings: dict[str, np.ndarray] | None, speaker_16k: np.ndarra
     entry["reference"] = "speaker audio envelope"
     if res.get("listener") is not None:
         entry["listener"] = res["listener"]
-    return _clean(entry), mouth, env
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return round(v, 4) if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    return obj
+    return lipsync.jsonable(entry, digits=4), mouth, env
 
 
 def write_report(path: str | Path, report: dict) -> None:
-    Path(path).write_text(json.dumps(_clean(report), indent=2, sort_keys=False) + "\n")
+    Path(path).write_text(json.dumps(lipsync.jsonable(report, digits=4), indent=2, sort_keys=False) + "\n")
 
 
 def _plt():

@@ -120,6 +120,7 @@ class VideoWriter:
         elif given:  # audio only
             self._open_audio()
         padded = list(tracks) + [None] * (len(self._layouts) - len(tracks))
+        # no streams were opened when the file has neither frames nor audio (then nothing is written)
         for stream, layout, samples in zip(self._audio, self._layouts, padded, strict=False):
             self._add_audio(stream, layout, samples if samples is not None else np.zeros(0, np.float32))
         self._container.close()

@@ -81,10 +81,10 @@ def _summary(results: list[dict]) -> dict[str, Any]:
 
 def _pooled(readings: list[dict], convs: list[dict]) -> dict[str, Any]:
     """Sync scores over all conversations concatenated (mouth vs ground truth)."""
-    from dystream_ros.eval.lipsync import _gt_columns, gt_mouth, listener_behaviour, sync_scores
+    from dystream_ros.eval.lipsync import gt_columns, gt_mouth, listener_behaviour, sync_scores
 
     mouth = np.concatenate([r["mouth"] for r in readings])
-    gt = np.concatenate([gt_mouth(_gt_columns(c["params"])) for c in convs])
+    gt = np.concatenate([gt_mouth(gt_columns(c["params"])) for c in convs])
     s = sync_scores(mouth, gt)
     pitch = np.concatenate([r["pitch"] for r in readings])
     spk = np.concatenate([c["speaker"] for c in convs])
@@ -127,13 +127,13 @@ def evaluate_checkpoint(
     from tqdm import tqdm
 
     from dystream_ros.data.dataset import iter_dataset
-    from dystream_ros.eval.lipsync import _reader, evaluate
+    from dystream_ros.eval.lipsync import evaluate, load_reader
     from dystream_ros.model import load_pipeline
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(checkpoint=checkpoint, backend=backend)
-    reader = _reader("synthetic")
+    reader = load_reader("synthetic")
     size = pipe.image_size
     per, per_gt, reads, reads_gt, convs = [], [], [], [], []
     grid_rows, grid_labels = [], []
@@ -190,9 +190,9 @@ def evaluate_checkpoint(
     if ground_truth:
         result["ground_truth_renders"] = {"summary": _summary(per_gt), "pooled": _pooled(reads_gt, convs)}
     result["wall_s"] = time.time() - t0
-    from dystream_ros.eval.lipsync import _jsonable
+    from dystream_ros.eval.lipsync import jsonable
 
-    result = _jsonable(result)
+    result = jsonable(result)
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     if grid_rows:
         _grid(grid_rows, grid_labels, out / "frames.png")
