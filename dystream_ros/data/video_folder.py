@@ -31,7 +31,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from dystream_ros.config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from dystream_ros.data.dataset import ConversationData
+from dystream_ros.data.example import ConversationData
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 CROP_MARGIN = 1.75  # crop side / Haar box side: matches the synthetic framing

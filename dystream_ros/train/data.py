@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dystream_ros.data.dataset import ConversationData, iter_dataset
+from dystream_ros.data.dataset import iter_dataset
+from dystream_ros.data.example import ConversationData
 from dystream_ros.data.face import ARTICULATION_FIELDS, PARAM_RANGES, Articulation, FaceRenderer
 
 __all__ = ["FrameBank", "normalise_params", "to_tensor"]
