@@ -6,7 +6,7 @@
 The avatar speaks with the speaker channel's voice and listens to the listener channel. Both WAVs may
 have any sample rate, bit depth and channel count (mixed down to mono, resampled to 16 kHz with a
 polyphase filter); the shorter one is padded with silence. Frames are produced by the same
-:class:`~dystream_ros.model.pipeline.Session` the ROS node uses, so the video is exactly what the
+:class:`~dystream_ros.runtime.session.Session` the ROS node uses, so the video is exactly what the
 robot would show; the audio track (AAC, both channels mixed, or the speaker only) is muxed in and
 lasts as long as the longer WAV.
 """
@@ -26,51 +26,17 @@ from dystream_ros.io.wav import read_wav
 __all__ = ["register", "render_conversation"]
 
 
-def render_conversation(
-    pipe,
-    speaker: np.ndarray,
-    listener: np.ndarray,
-    reference: np.ndarray,
-    seed: int = 0,
-    progress: bool = True,
-) -> Iterator[np.ndarray]:
-    """Yield one RGB frame per 40 ms of the (longer) 16 kHz input, streamed through a session."""
+def render_conversation(engine, speaker: np.ndarray, listener: np.ndarray,
+                        progress: bool = True) -> Iterator[np.ndarray]:
+    """Yield one RGB frame per 40 ms of the (longer) 16 kHz input, streamed through ``engine``
+    (:meth:`~dystream_ros.runtime.engine.AvatarEngine.offline`: the node's scheduler and session)."""
     from tqdm import tqdm
 
-    spf = pipe.samples_per_frame
-    n = max(len(speaker), len(listener))
-    frames = max(1, math.ceil(n / spf))
-    total = frames * spf + pipe.lookahead_samples  # silence after the end lets the last frames finish
-    spk = np.zeros(total, np.float32)
-    lis = np.zeros(total, np.float32)
-    spk[: len(speaker)] = speaker
-    lis[: len(listener)] = listener
-    sess = pipe.start_session(reference, seed=seed)
-    bar = tqdm(total=frames, desc="render", unit="frame", disable=not progress)
-    chunk = 4 * spf  # feed audio in 160 ms chunks, as a stream would arrive
-    fed = 0
-    done = 0
-    try:
-        while done < frames:
-            frame = sess.step()
-            if frame is None:
-                sess.push_audio(speaker=spk[fed : fed + chunk], listener=lis[fed : fed + chunk])
-                fed += chunk
-                continue
-            done += 1
+    frames = max(1, math.ceil(max(len(speaker), len(listener)) / engine.pipe.samples_per_frame))
+    with tqdm(total=frames, desc="render", unit="frame", disable=not progress) as bar:
+        for out in engine.offline(speaker, listener):
             bar.update(1)
-            yield frame.image
-    finally:
-        bar.close()
-
-
-def _load_reference(path: str | None, pipe) -> np.ndarray:
-    if path is None:
-        return pipe.default_reference()
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB")).copy()
+            yield out.frame.image
 
 
 def register(subparsers) -> None:
@@ -100,12 +66,19 @@ def register(subparsers) -> None:
 
 def _main(args) -> int:
     from dystream_ros.io.video import write_mp4
-    from dystream_ros.model import load_pipeline
+    from dystream_ros.runtime.engine import AvatarEngine, model_sampler
+    from dystream_ros.runtime.settings import Settings
 
     speaker = read_wav(args.speaker)
     listener = read_wav(args.listener) if args.listener else np.zeros(0, np.float32)
-    pipe = load_pipeline(checkpoint=args.checkpoint, profile=args.profile, backend=args.backend)
-    reference = _load_reference(args.reference, pipe)
+    # a local file rendered offline: no size limits on the reference (the node's defaults guard a robot)
+    settings = Settings(checkpoint=args.checkpoint or "", profile=args.profile, backend=args.backend,
+                        seed=args.seed, reference=args.reference or "", render=True, warmup_frames=0,
+                        num_threads=0,
+                        reference_max_pixels=1 << 30, reference_max_bytes=1 << 34, reference_min_side=1)
+    engine = AvatarEngine(settings, log=lambda level, msg: print(f"{level}: {msg}"))
+    engine.update(**model_sampler(engine.pipe))  # the checkpoint's own sampler defaults
+    pipe = engine.pipe
     n = max(len(speaker), len(listener))
     spk = np.pad(speaker, (0, n - len(speaker)))
     lis = np.pad(listener, (0, n - len(listener)))
@@ -118,7 +91,7 @@ def _main(args) -> int:
         mix = spk
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frames = render_conversation(pipe, spk, lis, reference, seed=args.seed, progress=not args.no_progress)
+    frames = render_conversation(engine, spk, lis, progress=not args.no_progress)
     count = write_mp4(out, frames, fps=pipe.fps, audio_tracks=[mix], sample_rate=SAMPLE_RATE, crf=args.crf)
     dur = Fraction(n, SAMPLE_RATE)
     print(

@@ -61,7 +61,7 @@ def test_demo_writes_video_bag_report_and_plots(repo, tmp_path):
 
 def test_demo_falls_back_to_random_weights_only_without_the_default(monkeypatch, tmp_path):
     from dystream_ros.eval import demo
-    from dystream_ros.model import pipeline
+    from dystream_ros.runtime import session as pipeline
 
     monkeypatch.setattr(pipeline, "default_checkpoint_path", lambda profile: tmp_path / "missing.safetensors")
     assert demo.choose_checkpoint(None) == ("random", True)

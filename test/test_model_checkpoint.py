@@ -45,7 +45,7 @@ def test_pipeline_from_file_matches_in_memory(ckpt):
     pipe = load_pipeline(path, profile="base", backend="torch")  # the config comes from the file
     assert pipe.profile == "tiny" and pipe.lookahead_ms == 120
     assert re.fullmatch(r"tiny\.safetensors@[0-9a-f]{8}", pipe.checkpoint_id)
-    from dystream_ros.model.pipeline import Pipeline
+    from dystream_ros.runtime.session import Pipeline
 
     mem = Pipeline(model, "mem", backend="torch")
     spk, lis = speechlike(0.6, 1), speechlike(0.6, 2)

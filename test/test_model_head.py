@@ -12,7 +12,7 @@ from dystream_ros.model import Guidance, load_pipeline
 from dystream_ros.model.audio import frame_windows
 from dystream_ros.model.flow_head import FlowHead, guidance_branches
 from dystream_ros.model.generator import empty_cache
-from dystream_ros.model.pipeline import frame_seed
+from dystream_ros.runtime.session import frame_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

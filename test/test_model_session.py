@@ -9,7 +9,7 @@ import torch
 from test_model_helpers import SPF, face, one_thread, speechlike, tiny_config  # noqa: F401 (fixture)
 
 from dystream_ros.model import Guidance, load_pipeline
-from dystream_ros.model import pipeline as pipeline_mod
+from dystream_ros.runtime import session as pipeline_mod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -27,7 +27,7 @@ def _node(**params):
 
 
 def test_missing_embedded_default_fails_configure_with_advice(ros, tmp_path, monkeypatch):
-    import dystream_ros.model.pipeline as pipeline
+    import dystream_ros.runtime.session as pipeline
 
     missing = tmp_path / "models" / "lite.safetensors"
     monkeypatch.setattr(pipeline, "default_checkpoint_path", lambda profile: missing)

@@ -214,7 +214,8 @@ def test_runtime_parameters_are_validated(sim):
     assert all(r.successful for r in ok), [r.reason for r in ok]
     assert node.get_parameter("steps").value == 3 and node.get_parameter("temperature").value == 1.0
     assert node.get_parameter("head_temperature").value == 0.8
-    assert node._sched.config.catch_up_limit == 4 and node._sched.config.listener_wait_s == 0.15
+    cfg = node._engine.scheduler.config
+    assert cfg.catch_up_limit == 4 and cfg.listener_wait_s == 0.15
     for bad in ({"steps": 11}, {"steps": 0}, {"catch_up_limit": 0}, {"guidance_listener": -1.0},
                 {"jpeg_quality": 101}, {"steps": "three"}, {"profile": "base"}, {"checkpoint": "x"},
                 {"device": "cuda"}, {"temperature": 2.5}, {"temperature": -1.0},
@@ -234,7 +235,7 @@ def test_reset_and_set_reference_services(sim, refdir):
 
     node, probe = sim
     assert _call(probe, Trigger, "/dystream_node/reset", Trigger.Request()).success
-    assert not node._sched.active and node._sched.next_frame == 0
+    assert not node._engine.scheduler.active and node._engine.scheduler.next_frame == 0
 
     req = SetReference.Request()
     img = np.zeros((64, 80, 3), np.uint8)

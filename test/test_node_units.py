@@ -15,31 +15,43 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_yaml_matches_parameter_table():
-    from dystream_ros.nodes.params import SPECS
+    from dystream_ros.nodes.params import descriptor, ros_default
+    from dystream_ros.runtime.settings import PARAMS
 
     y = yaml.safe_load((REPO / "config" / "default.yaml").read_text())["/**"]["ros__parameters"]
-    assert set(y) == {s.name for s in SPECS}
-    for s in SPECS:
-        assert type(y[s.name]) is type(s.default) and y[s.name] == s.default, s.name
-        assert s.validate(s.default) is None, s.name
-        d = s.descriptor()
+    assert set(y) == {s.name for s in PARAMS}
+    for s in PARAMS:
+        assert type(y[s.name]) is type(ros_default(s)) and y[s.name] == ros_default(s), s.name
+        assert s.validate(s.default) is None and s.validate(y[s.name]) is None, s.name
+        d = descriptor(s)
         assert d.description and d.read_only == s.read_only
 
 
 def test_spec_validation():
-    from dystream_ros.nodes.params import SPEC_BY_NAME
+    from dystream_ros.runtime.settings import PARAM_BY_NAME as SPEC_BY_NAME
+    from dystream_ros.runtime.settings import Settings
 
     steps = SPEC_BY_NAME["steps"]
     assert steps.validate(3) is None and steps.validate(11) and steps.validate(True) and steps.validate(2.0)
     g = SPEC_BY_NAME["guidance_speaker"]
     assert g.validate(2) is None and g.validate(float("nan")) and g.validate(-0.1)
     assert SPEC_BY_NAME["backend"].validate("tensorflow")
+    assert SPEC_BY_NAME["sample_rates"].validate([16000, 48000]) is None
+    assert SPEC_BY_NAME["sample_rates"].validate([16000, 4.5])
+    assert SPEC_BY_NAME["sample_rates"].validate([]) and SPEC_BY_NAME["sample_rates"].validate([16000, 500])
+    # the typed settings: defaults, validated construction, ints for floats, lists for tuples
+    s = Settings.from_params({"steps": 3, "guidance_speaker": 2, "sample_rates": [16000], "other_node.x": 1})
+    assert s.steps == 3 and s.guidance_speaker == 2.0 and isinstance(s.guidance_speaker, float)
+    assert s.sample_rates == (16000,) and s.temperature == Settings().temperature
+    with pytest.raises(ValueError, match="steps must be in"):
+        s.replace(steps=11)
 
 
 def test_image_codec_roundtrip_and_encodings():
     from builtin_interfaces.msg import Time
 
-    from dystream_ros.nodes.image_codec import fit_square, image_msg_to_rgb, rgb_to_image_msg, rgb_to_jpeg_msg
+    from dystream_ros.io.images import fit_square
+    from dystream_ros.nodes.image_codec import image_msg_to_rgb, rgb_to_image_msg, rgb_to_jpeg_msg
 
     def zero_time():
         return Time()
@@ -155,7 +167,7 @@ def test_launch_file_arguments_and_lifecycle_wiring():
 def test_reference_limits_are_checked_before_decoding(tmp_path):
     import cv2
 
-    from dystream_ros.nodes.image_codec import (
+    from dystream_ros.io.images import (
         ReferenceLimits,
         ReferenceRefused,
         load_image_file,

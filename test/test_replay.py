@@ -159,22 +159,24 @@ def test_replay_uses_the_node_parameters(latents_pipe, tmp_path):
     """Scheduler, sampler and state settings come from the node's parameter file, mapped like the node."""
     import yaml
 
-    defaults = replay.node_parameters()
+    from dystream_ros.runtime.engine import AvatarEngine, scheduler_config
+    from dystream_ros.runtime.settings import load_settings
+
+    defaults = load_settings()
     shipped_path = next(p for p in bagio.package_share_candidates("config/default.yaml") if p.is_file())
     shipped = yaml.safe_load(shipped_path.read_text())
-    assert defaults["catch_up_limit"] == shipped["/**"]["ros__parameters"]["catch_up_limit"]
-    cfg = replay.scheduler_config(latents_pipe, defaults)
-    assert cfg.catch_up_limit == defaults["catch_up_limit"]
-    assert cfg.listener_wait_s == defaults["listener_wait_ms"] / 1000.0
+    assert defaults.catch_up_limit == shipped["/**"]["ros__parameters"]["catch_up_limit"]
+    cfg = scheduler_config(defaults, latents_pipe)
+    assert cfg.catch_up_limit == defaults.catch_up_limit
+    assert cfg.listener_wait_s == defaults.listener_wait_ms / 1000.0
     assert cfg.lookahead_samples == latents_pipe.lookahead_samples
     (tmp_path / "p.yaml").write_text("dystream_node:\n  ros__parameters:\n    catch_up_limit: 2\n"
                                      "    listener_wait_ms: 500.0\n    steps: 3\n    temperature: 0.9\n"
                                      "    head_temperature: 1.2\n")
-    p = replay.node_parameters(tmp_path / "p.yaml")
-    cfg = replay.scheduler_config(latents_pipe, p)
+    p = load_settings(tmp_path / "p.yaml")
+    cfg = scheduler_config(p, latents_pipe)
     assert cfg.catch_up_limit == 2 and cfg.listener_wait_s == 0.5
-    sess = latents_pipe.start_session(np.zeros((64, 64, 3), np.uint8))
-    replay.apply_session_settings(sess, p)
+    sess = AvatarEngine(p, pipe=latents_pipe, log=print).session
     assert sess.steps == 3 and sess.temperature == 0.9 and sess.head_temperature == 1.2
 
 

@@ -62,6 +62,7 @@ class PushResult:
     held: bool = False  # the chunk's stamp disagrees with the run: kept until the next chunk decides
     dropped_held: int = 0  # samples of a previously held chunk that this chunk showed to be wrong
     reanchored: bool = False  # this chunk confirmed a held one: the stream's timeline moved
+    restamped: bool = False  # the scheduler replaced a zero or far-off stamp by the receive time
 
 
 class ChannelBuffer:

@@ -79,7 +79,7 @@ def choose_checkpoint(requested: str | None, profile: str = "lite") -> tuple[str
     """(checkpoint for the node, True when falling back to random weights)."""
     if requested:
         return requested, requested == "random"
-    from dystream_ros.model.pipeline import default_checkpoint_path
+    from dystream_ros.runtime.session import default_checkpoint_path
 
     if default_checkpoint_path(profile).is_file():
         return None, False

@@ -98,105 +98,8 @@ def mix(speaker: np.ndarray, listener: np.ndarray) -> np.ndarray:
     return m / peak if peak > 1.0 else m
 
 
-def avatar_state(speaker_db: float, listener_db: float, threshold_db: float = -45.0) -> int:
-    """AvatarState constant from the frame's channel levels, the node's rule (``speaking_threshold_db``):
-    IDLE 0, SPEAKING 1, LISTENING 2, BOTH 3."""
-    s, li = speaker_db > threshold_db, listener_db > threshold_db
-    return 3 if s and li else 1 if s else 2 if li else 0
-
-
-def load_reference(path: str | Path | None, pipe) -> np.ndarray:
-    """The reference face as the node loads it: the file as-is (cv2, RGB; the model fits the size), or
-    the embedded avatar, or the node's grey placeholder when neither exists."""
-    if path:
-        import cv2
-
-        bgr = cv2.imread(str(Path(path).expanduser()), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"cannot read reference image {path}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    try:
-        return pipe.default_reference()
-    except FileNotFoundError:
-        return np.full((pipe.image_size, pipe.image_size, 3), 128, np.uint8)
-
-
-def load_params(path: str | Path | None) -> dict:
-    """The ``ros__parameters`` of a node parameter file (every node section merged; nested keys
-    flattened with dots)."""
-    if path is None:
-        return {}
-    import yaml
-
-    doc = yaml.safe_load(Path(path).read_text()) or {}
-    out: dict = {}
-
-    def flat(d: dict, prefix: str = "") -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                flat(v, f"{prefix}{k}.")
-            else:
-                out[f"{prefix}{k}"] = v
-
-    for section in doc.values():
-        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
-            flat(section["ros__parameters"])
-    return out
-
-
-def node_parameters(params_file: str | Path | None = None) -> dict:
-    """The avatar node's parameters: its defaults (``config/default.yaml`` of the package) overlaid
-    with ``params_file``, so that a replay runs with the settings the node would run with."""
-    params: dict = {}
-    for cand in bagio.package_share_candidates("config/default.yaml"):
-        if cand.is_file():
-            params.update(load_params(cand))
-            break
-    params.update(load_params(params_file))
-    return params
-
-
-def scheduler_config(pipe, params: dict | None = None):
-    """The node's :class:`SchedulerConfig` for this pipeline and these node parameters (the same
-    mapping as ``dystream_node``: ``*_ms`` parameters in milliseconds, ``lookahead_ms`` -1 = model)."""
-    from dystream_ros.runtime.scheduler import SchedulerConfig
-
-    p = params or {}
-    lookahead = int(pipe.lookahead_samples)
-    if float(p.get("lookahead_ms", -1)) >= 0:
-        lookahead = max(lookahead, int(round(float(p["lookahead_ms"]) * pipe.sample_rate / 1000)))
-    kw = {"sample_rate": int(pipe.sample_rate), "samples_per_frame": int(pipe.samples_per_frame),
-          "lookahead_samples": lookahead}
-    ctx = getattr(getattr(getattr(pipe, "config", None), "audio", None), "context_samples", None)
-    if ctx is not None:
-        kw["context_samples"] = int(ctx)
-    if "catch_up_limit" in p:
-        kw["catch_up_limit"] = int(p["catch_up_limit"])
-    for name in ("speaker_wait", "listener_wait", "stamp_tolerance", "stamp_jump"):
-        if f"{name}_ms" in p:
-            kw[f"{name}_s"] = float(p[f"{name}_ms"]) / 1000.0
-    for name in ("max_stamp_skew_s", "max_clock_jump_s", "buffer_s"):
-        if name in p:
-            kw[name] = float(p[name])
-    return SchedulerConfig(**kw)
-
-
-def apply_session_settings(sess, params: dict) -> None:
-    """Flow steps, temperatures and guidance weights from the node parameters, as the node applies them."""
-    import dataclasses
-
-    if "steps" in params:
-        sess.steps = int(params["steps"])
-    if "temperature" in params and hasattr(sess, "temperature"):
-        sess.temperature = float(params["temperature"])
-    if "head_temperature" in params and hasattr(sess, "head_temperature"):
-        sess.head_temperature = float(params["head_temperature"])
-    g = getattr(sess, "guidance", None)
-    if g is not None and any(f"guidance_{k}" in params for k in ("speaker", "listener", "anchor")):
-        sess.guidance = dataclasses.replace(
-            g, speaker=float(params.get("guidance_speaker", g.speaker)),
-            listener=float(params.get("guidance_listener", g.listener)),
-            anchor=float(params.get("guidance_anchor", g.anchor)))
+def _log(level: str, msg: str) -> None:
+    print(f"{level}: {msg}", file=sys.stderr)
 
 
 def _read_events(bag: bagio.BagReader, speaker: str, listener: str | None) -> list[_Event]:
@@ -228,13 +131,12 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     ``params_file``): checkpoint, profile, reference, seed, device, steps, temperature, guidance, the
     scheduler's.
     """
-    from dystream_ros.runtime.feeder import SessionFeeder
-    from dystream_ros.runtime.scheduler import FrameScheduler
+    from dystream_ros.runtime.engine import AvatarEngine
+    from dystream_ros.runtime.settings import load_settings
 
     t_start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    params = node_parameters(params_file)
     with bagio.BagReader(bag_path) as bag:
         speaker, listener = bagio.pick_audio_topics(bag.topics, speaker_topic, listener_topic)
         storage = bag.storage
@@ -242,23 +144,11 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     if not events:
         raise bagio.BagError(f"{bag_path}: no audio messages on {speaker} / {listener}")
 
-    if int(params.get("num_threads", 0) or 0) > 0:  # as the node does: same math, same thread count
-        import torch
-
-        torch.set_num_threads(int(params["num_threads"]))
-    if pipe is None:
-        from dystream_ros.model import load_pipeline
-
-        ckpt = checkpoint if checkpoint is not None else (params.get("checkpoint") or None)
-        pipe = load_pipeline(checkpoint=ckpt, profile=profile or params.get("profile", "lite"),
-                             device=device or params.get("device", "cpu") or "cpu",
-                             render=video or lipsync, backend=params.get("backend", "torch"))
-    seed = int(seed if seed is not None else params.get("seed", 0))
-    sched = FrameScheduler(scheduler_config(pipe, params))
-    sess = pipe.start_session(load_reference(reference or params.get("reference") or None, pipe), seed=seed)
-    apply_session_settings(sess, params)
-    runner = SessionFeeder(sess)
-    threshold = float(params.get("speaking_threshold_db", -45.0))
+    settings = load_settings(params_file, checkpoint=checkpoint, profile=profile, seed=seed, device=device,
+                             reference=str(reference) if reference else None, render=video or lipsync)
+    engine = AvatarEngine(settings, pipe=pipe, log=_log)
+    pipe, sched = engine.pipe, engine.scheduler
+    seed = settings.seed
     frame_ns = sched.config.frame_ns
     spf = sched.config.samples_per_frame
 
@@ -297,29 +187,28 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         """One timer tick at bag time ``tick_ns``; False once frame ``n_target`` would be passed."""
         nonlocal last_publish, resets
         wall = tick_ns / NS
-        plan = sched.tick(tick_ns, wall=wall)
+        plan = engine.tick(tick_ns, wall=wall)
         resets += bool(plan.reset_reason)
         if n_target is not None:
             plan.frames = [j for j in plan.frames if j.index < n_target]
         if not plan.idle and (plan.speaker.size or plan.listener.size):
             timeline.add(plan.audio_start, plan.speaker, plan.listener)
         publish = max(wall, last_publish)
-        for job, frame, step_ms in runner.run(plan):
-            publish += step_ms / 1e3
-            proc = (publish - job.ready_wall) * 1e3
-            avo = (publish - job.start_wall) * 1e3 if np.isfinite(job.start_wall) else float("nan")
-            state = avatar_state(job.speaker_level_db, job.listener_level_db, threshold)
-            rec = FrameRecord(job.index, job.stamp_ns, step_ms, proc, avo, state, job.speaker_level_db,
-                              job.listener_level_db, dict(getattr(frame, "timings", {}) or {}))
+        for fo in engine.frames(plan):
+            job, frame = fo.job, fo.frame
+            publish += fo.step_ms / 1e3
+            proc, avo = fo.latency_ms(publish)
+            rec = FrameRecord(job.index, job.stamp_ns, fo.step_ms, proc, avo, fo.state, job.speaker_level_db,
+                              job.listener_level_db, dict(frame.timings))
             records.append(rec)
             lat = np.asarray(frame.latent, dtype=np.float32).reshape(-1)
             latents.append(lat)
             writer.write(lat_topic, job.stamp_ns, bagio.latent_msg(
-                job.stamp_ns, job.index, lat, pipe.profile, pipe.checkpoint_id, step_ms, proc))
+                job.stamp_ns, job.index, lat, pipe.profile, pipe.checkpoint_id, fo.model_ms, proc))
             writer.write(state_topic, job.stamp_ns, state_cls(
-                header=bagio.header(job.stamp_ns), state=state, frame_index=job.index,
+                header=bagio.header(job.stamp_ns), state=fo.state, frame_index=job.index,
                 processing_ms=proc, av_offset_ms=avo if np.isfinite(avo) else 0.0,
-                skipped_frames=sched.stats.session_skipped_frames, speaker_level_db=job.speaker_level_db,
+                skipped_frames=fo.session_skipped, speaker_level_db=job.speaker_level_db,
                 listener_level_db=job.listener_level_db))
             if frame.image is not None:
                 writer.write(img_topic, job.stamp_ns, bagio.image_msg(job.stamp_ns, frame.image))
@@ -340,8 +229,8 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         while tick <= ev.log_ns:
             run_tick(tick, None)
             tick += frame_ns
-        sched.push(ev.channel, ev.packet.samples, ev.packet.sample_rate, ev.packet.stamp_ns,
-                   arrival=ev.log_ns / NS, now_ns=ev.log_ns)
+        engine.push(ev.channel, ev.packet.samples, ev.packet.sample_rate, ev.packet.stamp_ns,
+                    arrival=ev.log_ns / NS, now_ns=ev.log_ns)
         writer.write_raw(ev.topic, ev.packet.stamp_ns, ev.raw)
     # After the bag: the channels' waits expire and the last frames (lookahead = silence) come out.
     # Stop once the frames cover the audio (the node itself would go on producing silent frames).

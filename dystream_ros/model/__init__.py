@@ -1,6 +1,9 @@
-"""DyStream model core: audio encoder, AR generator with KV ring, flow head, warping autoencoder, sessions.
+"""DyStream model core: audio encoder, AR generator with KV ring, flow head, warping autoencoder, checkpoints.
 
-Public API (DESIGN.md §4)::
+Networks, losses and checkpoints only. The streaming ``Pipeline`` / ``Session`` (buffers, backends,
+image preprocessing) live in :mod:`dystream_ros.runtime.session`; this package re-exports them lazily
+as the public API of DESIGN.md §4 for scripts outside the project (inside it, import them from
+``runtime.session``)::
 
     from dystream_ros.model import load_pipeline
     pipe = load_pipeline(checkpoint=None, profile="lite", device="cpu", render=True)
@@ -12,7 +15,17 @@ Public API (DESIGN.md §4)::
 from dystream_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dystream_ros.model.dystream import DyStreamModel, build_model
 from dystream_ros.model.flow_head import Guidance
-from dystream_ros.model.pipeline import Frame, Pipeline, Session, load_pipeline
+
+_STREAMING = ("Frame", "Pipeline", "Session", "load_pipeline")
+
+
+def __getattr__(name: str):
+    if name in _STREAMING:  # lazy: runtime.session imports this package's networks
+        from dystream_ros.runtime import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointError",

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 from dystream_ros.audio import AudioFormatError
 from dystream_ros.config import stamp_to_ns
+from dystream_ros.runtime.settings import AUDIO_MSG_TYPES
 
-AUDIO_CHUNK = "dystream_ros/msg/AudioChunk"
-AUDIO_COMMON_STAMPED = "audio_common_msgs/msg/AudioDataStamped"
-AUDIO_MSG_TYPES = (AUDIO_CHUNK, AUDIO_COMMON_STAMPED)
+AUDIO_CHUNK, AUDIO_COMMON_STAMPED = AUDIO_MSG_TYPES
 _AUDIO_COMMON_RAW_CODINGS = ("", "wave", "wav", "raw", "pcm")
 
 

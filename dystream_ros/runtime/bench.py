@@ -66,37 +66,38 @@ def run_bench(
     import torch
     from tqdm import tqdm
 
-    from dystream_ros.model import load_pipeline
+    from dystream_ros.runtime.engine import AvatarEngine, model_sampler
+    from dystream_ros.runtime.session import load_pipeline
+    from dystream_ros.runtime.settings import Settings
 
     if threads is not None:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     pipe = load_pipeline(checkpoint=checkpoint, profile=profile, render=render, backend=backend)
     load_s = time.perf_counter() - t0
+    # the model's own sampler defaults, torch's thread count as set above
+    sampler = {**model_sampler(pipe), **({} if steps is None else {"steps": steps})}
+    settings = Settings(num_threads=0, warmup_frames=0, **sampler)
     try:
         ref = pipe.default_reference()
     except FileNotFoundError:
         yy, xx = np.mgrid[0 : pipe.image_size, 0 : pipe.image_size]
         ref = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
-    sess = pipe.start_session(ref, seed=0)
-    if steps is not None:
-        sess.steps = steps
+    engine = AvatarEngine(settings, pipe=pipe, reference=ref)
+    sess = engine.session
     total_frames = warmup + frames
-    seconds = (total_frames + 1) / pipe.fps + pipe.lookahead_ms / 1000.0
-    spk, lis = synthetic_audio(seconds, pipe.sample_rate, seed=0)
-    sess.push_audio(speaker=spk, listener=lis)
+    spk, lis = synthetic_audio(total_frames / pipe.fps, pipe.sample_rate, seed=0)
     rows = np.zeros((total_frames, len(STAGES)))
     cpu = np.zeros(total_frames)  # CPU time of this thread per step: robust to other load on the machine
+    stream = engine.offline(spk, lis)
     bar = tqdm(
         range(total_frames), desc=f"bench {pipe.profile}", unit="frame", disable=not progress, file=sys.stderr
     )
     for i in bar:
         c0 = time.thread_time()
-        frame = sess.step()
+        out = next(stream)
         cpu[i] = (time.thread_time() - c0) * 1000.0
-        if frame is None:  # cannot happen: all audio is buffered
-            raise RuntimeError(f"no frame at {i}: audio buffering bug")
-        rows[i] = [frame.timings[s] for s in STAGES]
+        rows[i] = [out.frame.timings[s] for s in STAGES]
     meas = rows[warmup:]
     result = {
         "profile": pipe.profile,

@@ -251,7 +251,7 @@ class FrameScheduler:
             res = PushResult()
         else:
             res = self.channels[channel].push(x, sample_rate, stamp, arrival, self.origin_ns)
-        res.restamped = restamped  # type: ignore[attr-defined]
+        res.restamped = restamped
         return res
 
     # ------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``dystream train evaluate``: stream held-out conversations through a checkpoint and measure them.
 
 Each conversation (held-out voices and identities from ``dystream synth --split heldout``) is driven
-through the real streaming :class:`~dystream_ros.model.pipeline.Session` (``load_pipeline`` with the
+through the real streaming :class:`~dystream_ros.runtime.session.Session` (``load_pipeline`` with the
 checkpoint, started from the conversation's reference image), and the rendered frames are read by the
 independent mouth reader (:mod:`dystream_ros.eval.lipsync`, trained only on ground-truth renders):
 
@@ -29,17 +29,22 @@ __all__ = ["evaluate_checkpoint", "stream_frames"]
 def stream_frames(
     pipe, speaker: np.ndarray, listener: np.ndarray, reference: np.ndarray, num_frames: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Frames (T, S, S, 3) and latents (T, D) of a session fed the whole conversation."""
-    sess = pipe.start_session(reference, seed=seed)
-    pad = np.zeros(pipe.lookahead_samples + pipe.samples_per_frame, np.float32)
-    sess.push_audio(speaker=np.concatenate([speaker, pad]), listener=np.concatenate([listener, pad]))
+    """Frames (T, S, S, 3) and latents (T, D) of the first ``num_frames`` frames the streaming engine
+    makes of the conversation (the node's scheduler and session, :meth:`AvatarEngine.offline`)."""
+    from dystream_ros.runtime.engine import AvatarEngine, model_sampler
+    from dystream_ros.runtime.settings import Settings
+
+    settings = Settings(seed=seed, warmup_frames=0, num_threads=0, **model_sampler(pipe))
+    engine = AvatarEngine(settings, pipe=pipe, reference=reference)
     frames, lats = [], []
-    for _ in range(num_frames):
-        f = sess.step()
-        if f is None:
-            raise RuntimeError("session produced fewer frames than the conversation has")
-        frames.append(f.image)
-        lats.append(f.latent)
+    for out in engine.offline(speaker, listener):
+        if len(frames) == num_frames:
+            break
+        frames.append(out.frame.image)
+        lats.append(out.frame.latent)
+    if len(frames) < num_frames:
+        raise RuntimeError(f"the stream gave {len(frames)} frames, fewer than the conversation's "
+                           f"{num_frames}")
     return np.stack(frames), np.stack(lats)
 
 
@@ -128,7 +133,7 @@ def evaluate_checkpoint(
 
     from dystream_ros.data.dataset import iter_dataset
     from dystream_ros.eval.lipsync import evaluate, load_reader
-    from dystream_ros.model import load_pipeline
+    from dystream_ros.runtime.session import load_pipeline
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,381 @@
+"""The streaming avatar engine: audio in, due frames out, with no ROS and no clock of its own.
+
+:class:`AvatarEngine` owns what every driver of the model needs and used to rebuild for itself: the
+pipeline and its streaming session, the reference face, the :class:`FrameScheduler` (which frames are
+due, in audio time) and the :class:`SessionFeeder` (the one path from a tick plan to ``session.step``).
+It is built from one frozen :class:`~dystream_ros.runtime.settings.Settings`; ``dystream_node`` (ROS
+parameters), ``dystream replay`` (a parameter file, on a simulated clock) and ``dystream bench`` drive
+it the same way::
+
+    engine = AvatarEngine(settings)
+    engine.push("speaker", samples, rate, stamp_ns, arrival=wall, now_ns=clock)   # any thread
+    plan = engine.tick(clock, wall=wall)                                           # one thread
+    for out in engine.frames(plan):                                                # FrameOut per due frame
+        ...
+
+Threads: :meth:`push` and :meth:`tick` may run on different threads (the scheduler is guarded by
+:attr:`lock`); :meth:`tick`, :meth:`frames`, :meth:`update`, :meth:`reset` and :meth:`set_reference`
+touch the model session and belong to one thread at a time (the caller's: the node's producer holds
+its session lock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dystream_ros.runtime.feeder import SessionFeeder
+from dystream_ros.runtime.scheduler import FrameJob, FrameScheduler, SchedulerConfig, TickPlan
+from dystream_ros.runtime.settings import Settings
+
+__all__ = ["STATES", "AvatarEngine", "EngineError", "FrameOut", "avatar_state", "model_sampler",
+           "scheduler_config"]
+
+#: AvatarState.msg's constants (IDLE, SPEAKING, LISTENING, BOTH); a test checks they agree.
+STATES = {"idle": 0, "speaking": 1, "listening": 2, "both": 3}
+
+_NS = 1_000_000_000
+_OFFLINE_ORIGIN_NS = _NS  # offline streams start at t = 1 s (a zero stamp reads as "no stamp")
+
+#: Settings the model session reads (applied before the next frame when they change).
+SESSION_FIELDS = ("steps", "temperature", "head_temperature", "guidance_speaker", "guidance_listener",
+                  "guidance_anchor")
+#: Settings the scheduler reads at runtime.
+SCHEDULER_FIELDS = ("catch_up_limit", "speaker_wait_ms", "listener_wait_ms", "stamp_tolerance_ms",
+                    "stamp_jump_ms", "max_stamp_skew_s")
+
+
+class EngineError(ValueError):
+    """Settings the engine cannot be built with (a missing checkpoint, a too short lookahead, ...)."""
+
+
+def avatar_state(speaker_db: float, listener_db: float, threshold_db: float) -> int:
+    """The AvatarState constant for a frame's channel levels: a channel above ``threshold_db`` is audible."""
+    s, li = speaker_db > threshold_db, listener_db > threshold_db
+    return STATES["both"] if s and li else STATES["speaking"] if s else STATES["listening"] if li \
+        else STATES["idle"]
+
+
+def _runtime_scheduler(s: Settings) -> dict:
+    return dict(catch_up_limit=s.catch_up_limit, speaker_wait_s=s.speaker_wait_ms / 1000.0,
+                listener_wait_s=s.listener_wait_ms / 1000.0, stamp_tolerance_s=s.stamp_tolerance_ms / 1000.0,
+                stamp_jump_s=s.stamp_jump_ms / 1000.0, max_stamp_skew_s=s.max_stamp_skew_s)
+
+
+def scheduler_config(s: Settings, pipe) -> SchedulerConfig:
+    """The scheduler's timing for ``pipe`` under ``s``: the model's frame and lookahead, ``lookahead_ms``
+    (-1 = the model's; shorter than the model's is refused: frames would be computed without the audio
+    they read), buffers, waits and tolerances."""
+    model_l = int(pipe.lookahead_samples)
+    lookahead = model_l
+    if s.lookahead_ms >= 0:
+        lookahead = int(round(s.lookahead_ms * pipe.sample_rate / 1000))
+        if lookahead < model_l:
+            raise EngineError(f"lookahead_ms={s.lookahead_ms} is shorter than the model's "
+                              f"{pipe.lookahead_ms} ms lookahead; use -1 or >= {pipe.lookahead_ms}")
+    return SchedulerConfig(sample_rate=int(pipe.sample_rate), samples_per_frame=int(pipe.samples_per_frame),
+                           lookahead_samples=lookahead,
+                           context_samples=int(pipe.config.audio.context_samples),
+                           buffer_s=float(s.buffer_s), max_clock_jump_s=float(s.max_clock_jump_s),
+                           **_runtime_scheduler(s))
+
+
+def model_sampler(pipe) -> dict:
+    """The checkpoint's own sampler defaults (``SamplerConfig``) as settings: what offline tools run
+    with, where the node takes its parameters."""
+    return {k: getattr(pipe.config.sampler, k) for k in SESSION_FIELDS}
+
+
+def _apply_session_settings(session, s: Settings) -> None:
+    session.steps = int(s.steps)
+    session.temperature = float(s.temperature)
+    session.head_temperature = float(s.head_temperature)
+    session.guidance = dataclasses.replace(session.guidance, speaker=s.guidance_speaker,
+                                           listener=s.guidance_listener, anchor=s.guidance_anchor)
+
+
+@dataclass
+class FrameOut:
+    """One produced frame: the scheduler's job, the model's frame and what a publisher reports."""
+
+    job: FrameJob  # index, stamp_ns, channel levels, when its audio arrived (caller's wall clock)
+    frame: object  # dystream_ros.model.Frame: latent (D,), image (S, S, 3) uint8 or None, timings
+    state: int  # STATES value
+    step_ms: float  # wall time of session.step() (model + rendering)
+    session_skipped: int  # frames skipped so far in this stream
+
+    @property
+    def model_ms(self) -> float:
+        """Audio encoder + generator + flow head (rendering excluded): MotionLatent.step_ms."""
+        t = self.frame.timings or {}
+        return float(sum(t.get(k, 0.0) for k in ("audio", "generator", "head"))) if t else self.step_ms
+
+    def latency_ms(self, publish_wall: float) -> tuple[float, float]:
+        """(processing_ms, av_offset_ms) of a frame published at ``publish_wall`` (the clock of
+        ``arrival`` in :meth:`AvatarEngine.push`): since its last needed sample arrived (or its wait
+        expired), and since its first sample arrived (nan when that sample never did)."""
+        proc = (publish_wall - self.job.ready_wall) * 1000.0
+        av = (publish_wall - self.job.start_wall) * 1000.0 if math.isfinite(self.job.start_wall) else math.nan
+        return proc, av
+
+
+class AvatarEngine:
+    """Pipeline session + frame scheduler + feeder, built from :class:`Settings` (see the module doc).
+
+    ``pipe`` reuses a loaded pipeline (tests, benchmarks); otherwise it is loaded from the settings.
+    ``reference`` (RGB uint8) replaces the settings' reference file. ``log(level, message)`` receives
+    what the engine has to say (``level``: info / warning).
+    """
+
+    def __init__(self, settings: Settings, *, pipe=None, reference: np.ndarray | None = None,
+                 log: Callable[[str, str], None] | None = None):
+        import torch
+
+        self._log = log or (lambda level, msg: None)
+        if settings.num_threads > 0:
+            torch.set_num_threads(settings.num_threads)  # the same math, the same thread count everywhere
+        if pipe is None:
+            pipe = self._load_pipeline(settings)
+        else:
+            settings = settings.replace(render=bool(pipe.render))
+        self.settings = settings
+        self.pipe = pipe
+        self.reference = self._load_reference(settings) if reference is None else reference
+        self.session = pipe.start_session(self.reference, seed=settings.seed)
+        _apply_session_settings(self.session, settings)
+        self._session_dirty = False
+        self.feeder = SessionFeeder(self.session)
+        self.lock = threading.Lock()  # the scheduler (push and tick may run on different threads)
+        self.scheduler = FrameScheduler(scheduler_config(settings, pipe))
+        self._offline_origin = _OFFLINE_ORIGIN_NS
+        self._warm_up(settings.warmup_frames)
+
+    # ------------------------------------------------------------------------------------------
+    # construction
+    @staticmethod
+    def _load_pipeline(s: Settings):
+        import torch
+
+        from dystream_ros.runtime.session import load_pipeline
+
+        device = s.device or "cpu"
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        checkpoint = s.checkpoint or None
+        try:
+            return load_pipeline(checkpoint=checkpoint, profile=s.profile, device=device, render=s.render,
+                                 backend=s.backend)
+        except FileNotFoundError as e:
+            what = "the embedded default checkpoint" if checkpoint is None else f"checkpoint {checkpoint!r}"
+            raise EngineError(
+                f"{what} could not be loaded: {str(e).rstrip('.')}. To run without a trained checkpoint "
+                f"start with checkpoint:=random (random weights), e.g. "
+                f"`ros2 run dystream_ros dystream_node --ros-args -p checkpoint:=random`") from e
+        except NotImplementedError as e:
+            raise EngineError(str(e)) from e
+        except Exception as e:  # noqa: BLE001 - a corrupt/incompatible checkpoint, a bad device, ...
+            raise EngineError(f"loading the model (profile={s.profile}, checkpoint="
+                              f"{s.checkpoint or '<embedded default>'}, device={device}, "
+                              f"backend={s.backend}) failed: {type(e).__name__}: {e}") from e
+
+    def _load_reference(self, s: Settings) -> np.ndarray:
+        """The launch-time ``reference`` file (the operator's choice: size limits only), else the
+        embedded avatar, else a grey placeholder (logged)."""
+        if s.reference:
+            from dystream_ros.io.images import ReferenceLimits, load_image_file
+
+            limits = ReferenceLimits(max_pixels=s.reference_max_pixels, max_bytes=s.reference_max_bytes,
+                                     min_side=s.reference_min_side, dirs=())
+            try:
+                return load_image_file(str(Path(s.reference).expanduser()), limits)
+            except (FileNotFoundError, ValueError) as e:
+                raise EngineError(f"reference image: {e}") from e
+        try:
+            return self.pipe.default_reference()
+        except FileNotFoundError as e:
+            self._log("warning", f"{e}; using a plain grey placeholder face (set reference:=<image>)")
+            size = int(self.pipe.image_size)
+            return np.full((size, size, 3), 128, np.uint8)
+
+    def _warm_up(self, n: int) -> None:
+        """``n`` frames on silence (the first real frame is then not slow), then a clean session."""
+        if n > 0:
+            pipe = self.pipe
+            z = np.zeros((n + 1) * pipe.samples_per_frame + int(pipe.lookahead_samples), np.float32)
+            self.session.push_audio(speaker=z, listener=z)
+            for _ in range(n):
+                self.session.step()
+        self.feeder.reset()
+
+    @property
+    def reference_limits(self):
+        """What a runtime reference may be (``reference_*`` settings); ``reference_dirs`` '' = the package
+        avatars and the directory of the launch-time ``reference``."""
+        from dystream_ros.io.images import ReferenceLimits
+        from dystream_ros.runtime.session import DEFAULT_AVATAR
+
+        s = self.settings
+        dirs = [d for d in s.reference_dirs.split(os.pathsep) if d.strip()]
+        if not dirs:
+            dirs = [str(DEFAULT_AVATAR.parent)]
+            if s.reference:
+                dirs.append(os.path.dirname(os.path.abspath(os.path.expanduser(s.reference))))
+        return ReferenceLimits(max_pixels=s.reference_max_pixels, max_bytes=s.reference_max_bytes,
+                               min_side=s.reference_min_side,
+                               dirs=tuple(Path(os.path.realpath(os.path.expanduser(d))) for d in dirs))
+
+    @property
+    def meta(self) -> dict:
+        """What the engine runs: profile, checkpoint, backend, device, timing and sizes."""
+        pipe, cfg = self.pipe, self.scheduler.config
+        return {
+            "profile": pipe.profile, "checkpoint": pipe.checkpoint_id, "backend": pipe.backend_name,
+            "precision": "fp32",  # every backend computes in float32
+            "device": str(pipe.backend.device),
+            "sample_rate": int(pipe.sample_rate), "fps": int(pipe.fps),
+            "samples_per_frame": int(pipe.samples_per_frame),
+            "lookahead_ms": cfg.lookahead_samples * 1000 // cfg.sample_rate,
+            "model_lookahead_ms": int(pipe.lookahead_ms), "latent_dim": int(pipe.latent_dim),
+            "model_image_size": int(pipe.image_size), "render": bool(self.settings.render),
+        }
+
+    # ------------------------------------------------------------------------------------------
+    # streaming
+    def push(self, channel: str, samples: np.ndarray, sample_rate: int, stamp_ns: int, *, arrival: float,
+             now_ns: int):
+        """Buffer mono float ``samples`` of ``channel`` stamped ``stamp_ns`` (the scheduler's timing
+        policy, docs/STREAM_TIMING.md); returns the scheduler's push result (counters of what was
+        dropped, gaps, re-anchors). ``arrival`` is the caller's wall clock (latency bookkeeping)."""
+        with self.lock:
+            return self.scheduler.push(channel, samples, sample_rate, stamp_ns, arrival=arrival,
+                                       now_ns=now_ns)
+
+    def has_due(self, now_ns: int) -> bool:
+        with self.lock:
+            return self.scheduler.has_due(now_ns)
+
+    def tick(self, now_ns: int, *, wall: float) -> TickPlan:
+        """Advance to clock ``now_ns``: the plan of due (and skipped) frames; pass it to :meth:`frames`.
+        A clock reset or a new stream resets the session here."""
+        with self.lock:
+            plan = self.scheduler.tick(now_ns, wall=wall)
+        if self._session_dirty:
+            self._session_dirty = False
+            try:
+                _apply_session_settings(self.session, self.settings)
+            except (ValueError, TypeError) as e:  # validated already; a backend may be stricter
+                self._log("warning", f"model refused the sampler settings: {e}")
+        return plan
+
+    def frames(self, plan: TickPlan) -> Iterator[FrameOut]:
+        """Hand ``plan`` to the session (its resets, skip and audio, at once) and return an iterator that
+        steps the model: one :class:`FrameOut` per due frame, as each is computed. A plan must pass
+        through here even without frames (a clock reset resets the session).
+
+        The iterator raises :class:`~dystream_ros.runtime.feeder.SessionOutOfStep` (after resetting
+        the stream) if the session and the scheduler disagree on a frame index."""
+        if not self.feeder.prepare(plan):
+            return iter(())
+        return self._step(plan)
+
+    def _step(self, plan: TickPlan) -> Iterator[FrameOut]:
+        threshold = self.settings.speaking_threshold_db
+        try:
+            for job, frame, step_ms in self.feeder.step(plan):
+                with self.lock:
+                    skipped = self.scheduler.stats.session_skipped_frames
+                state = avatar_state(job.speaker_level_db, job.listener_level_db, threshold)
+                yield FrameOut(job, frame, state, step_ms, skipped)
+        except Exception:
+            self.reset()
+            raise
+
+    def run(self, now_ns: int, *, wall: float) -> list[FrameOut]:
+        """:meth:`tick` and :meth:`frames` in one call (offline drivers that need no plan)."""
+        return list(self.frames(self.tick(now_ns, wall=wall)))
+
+    def offline(self, speaker: np.ndarray, listener: np.ndarray, *,
+                chunk_frames: int = 4) -> Iterator[FrameOut]:
+        """Stream whole mono float signals at the model's rate through the engine, as a live stream would
+        arrive (chunks of ``chunk_frames`` frames, stamped contiguously) on a clock that is the audio's
+        own time: one :class:`FrameOut` per 40 ms of the longer signal, the last ones finished with
+        silent lookahead. For offline drivers (``dystream render``, training evaluation, ``bench``);
+        the frames equal what the node makes of the same audio arriving in real time."""
+        cfg = self.scheduler.config
+        spf, lookahead = cfg.samples_per_frame, cfg.lookahead_samples
+        n = max(len(speaker), len(listener))
+        frames = max(1, -(-n // spf))
+        total = frames * spf + lookahead
+        audio = {}
+        for name, x in (("speaker", speaker), ("listener", listener)):
+            a = np.zeros(total, np.float32)
+            a[: len(x)] = np.asarray(x, np.float32)
+            audio[name] = a
+        self.reset()
+        # each offline stream starts a second after the previous one's clock (the clock never runs back)
+        origin = self._offline_origin
+        self._offline_origin = origin + (frames + 1) * cfg.frame_ns + _NS
+        chunk = chunk_frames * spf
+        fed = produced = 0
+        while produced < frames:
+            need = min(total, self.scheduler.need_end(produced))  # what the next frame reads, lookahead too
+            while fed < need:
+                stamp = origin + fed * _NS // cfg.sample_rate
+                for name in ("speaker", "listener"):
+                    self.push(name, audio[name][fed:fed + chunk], cfg.sample_rate, stamp,
+                              arrival=stamp / _NS, now_ns=stamp)
+                fed += chunk
+            now = origin + produced * cfg.frame_ns
+            before = produced
+            for out in self.run(now, wall=now / _NS):
+                if out.job.index < frames:
+                    produced += 1
+                    yield out
+            if produced == before:
+                raise RuntimeError(f"offline stream stalled at frame {produced} (clock {now} ns)")
+
+    # ------------------------------------------------------------------------------------------
+    # control
+    def update(self, **changes) -> Settings:
+        """Runtime changes (validated; read-only fields refused): the scheduler takes them now, the
+        session before its next frame. Returns the new settings."""
+        from dystream_ros.runtime.settings import PARAM_BY_NAME
+
+        ro = [k for k in changes if PARAM_BY_NAME[k].read_only]
+        if ro:
+            raise ValueError(f"{', '.join(ro)}: read-only (takes effect when the engine is built)")
+        new = self.settings.replace(**changes)
+        self.settings = new
+        if set(changes) & set(SCHEDULER_FIELDS):
+            with self.lock:
+                self.scheduler.update(**_runtime_scheduler(new))
+        if set(changes) & set(SESSION_FIELDS):
+            self._session_dirty = True
+        return new
+
+    def reset(self, clock_jump: bool = False) -> None:
+        """End the stream: the next audio starts a new one (frame 0, fresh session state)."""
+        with self.lock:
+            self.scheduler.reset(clock_jump=clock_jump)
+        self.feeder.reset()
+
+    def load_reference_file(self, path: str) -> tuple[np.ndarray, str]:
+        """A reference file asked for at runtime (``~/set_reference``): inside ``reference_dirs`` and
+        within the size limits (:attr:`reference_limits`), else ``ReferenceRefused`` / ``FileNotFoundError``
+        with a message that reveals nothing outside the directories. Returns (RGB image, file name)."""
+        from dystream_ros.io.images import load_image_file, resolve_reference_path
+
+        real = resolve_reference_path(path, self.reference_limits)
+        return load_image_file(real, self.reference_limits), real.name
+
+    def set_reference(self, image: np.ndarray) -> None:
+        """A new reference face (RGB uint8); raises ``ValueError`` when the model refuses it."""
+        self.session.set_reference(image)
+        self.reference = image

@@ -1,0 +1,99 @@
+"""AvatarEngine: the one streaming path (settings -> session + scheduler + feeder) the node, replay, render,
+training evaluation and bench drive. ROS-free; a random tiny model keeps it fast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_model_helpers import tiny_config
+
+from dystream_ros.runtime.engine import STATES, AvatarEngine, EngineError, avatar_state, scheduler_config
+from dystream_ros.runtime.session import load_pipeline
+from dystream_ros.runtime.settings import Settings
+
+REF = np.full((64, 64, 3), 120, np.uint8)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline(checkpoint="random", profile=tiny_config(), render=False, backend="torch")
+
+
+def _audio(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.2 * rng.standard_normal(n)).astype(np.float32)
+
+
+def test_offline_stream_equals_the_session_fed_everything(pipe):
+    """The offline driver goes through scheduler and feeder, chunk by chunk on a simulated clock; the
+    model sees exactly the audio it would see if handed everything at once."""
+    spf = pipe.samples_per_frame
+    spk, lis = _audio(37 * spf + 100, 1), _audio(30 * spf, 2)
+    engine = AvatarEngine(Settings(warmup_frames=3, num_threads=0), pipe=pipe, reference=REF)
+    outs = list(engine.offline(spk, lis))
+    assert [o.job.index for o in outs] == list(range(38))  # ceil(len / 640) frames of the longer one
+    sess = pipe.start_session(REF, seed=0)
+    n = 38 * spf + pipe.lookahead_samples
+    sess.push_audio(speaker=np.pad(spk, (0, n - len(spk))), listener=np.pad(lis, (0, n - len(lis))))
+    direct = [sess.step().latent for _ in range(38)]
+    np.testing.assert_allclose(np.stack([o.frame.latent for o in outs]), np.stack(direct), atol=1e-5)
+    # the stream's stamps, levels and states
+    assert outs[1].job.stamp_ns - outs[0].job.stamp_ns == 40_000_000
+    assert all(o.state == avatar_state(o.job.speaker_level_db, o.job.listener_level_db, -45.0) for o in outs)
+    assert outs[-1].state in (STATES["speaking"], STATES["idle"])  # the listener ended before the speaker
+
+
+def test_offline_twice_gives_the_same_frames(pipe):
+    engine = AvatarEngine(Settings(warmup_frames=0, num_threads=0), pipe=pipe, reference=REF)
+    spk, lis = _audio(10 * 640, 3), _audio(10 * 640, 4)
+    a = [o.frame.latent for o in engine.offline(spk, lis)]
+    b = [o.frame.latent for o in engine.offline(spk, lis)]
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+
+
+def test_states_match_the_message_constants():
+    msg = pytest.importorskip("dystream_ros.msg")
+    s = msg.AvatarState
+    assert STATES == {"idle": s.STATE_IDLE, "speaking": s.STATE_SPEAKING, "listening": s.STATE_LISTENING,
+                      "both": s.STATE_BOTH}
+
+
+def test_updates_validate_and_reach_scheduler_and_session(pipe):
+    engine = AvatarEngine(Settings(warmup_frames=0, num_threads=0), pipe=pipe, reference=REF)
+    engine.update(catch_up_limit=3, listener_wait_ms=150.0, steps=2, temperature=0.9)
+    assert engine.scheduler.config.catch_up_limit == 3 and engine.scheduler.config.listener_wait_s == 0.15
+    engine.run(1, wall=0.0)  # the session takes its settings before the next frame
+    assert engine.session.steps == 2 and engine.session.temperature == 0.9
+    with pytest.raises(ValueError, match="read-only"):
+        engine.update(profile="base")
+    with pytest.raises(ValueError, match="steps must be in"):
+        engine.update(steps=11)
+    assert engine.settings.steps == 2  # a refused update changes nothing
+
+
+def test_lookahead_shorter_than_the_model_is_refused(pipe):
+    """One rule for every driver (replay used to raise it silently to the model's)."""
+    short = pipe.lookahead_ms - 20
+    with pytest.raises(EngineError, match="shorter than the model"):
+        scheduler_config(Settings(lookahead_ms=short), pipe)
+    longer = scheduler_config(Settings(lookahead_ms=pipe.lookahead_ms + 40), pipe)
+    assert longer.lookahead_samples == pipe.lookahead_samples + 640
+
+
+def test_reference_file_requests_stay_inside_reference_dirs(pipe, tmp_path):
+    import cv2
+
+    from dystream_ros.io.images import ReferenceRefused
+
+    inside, outside = tmp_path / "faces", tmp_path / "private"
+    inside.mkdir()
+    outside.mkdir()
+    cv2.imwrite(str(inside / "a.png"), np.full((80, 80, 3), 50, np.uint8))
+    cv2.imwrite(str(outside / "b.png"), np.full((80, 80, 3), 50, np.uint8))
+    engine = AvatarEngine(Settings(warmup_frames=0, num_threads=0, reference_dirs=str(inside)), pipe=pipe,
+                          reference=REF)
+    img, name = engine.load_reference_file(str(inside / "a.png"))
+    assert img.shape == (80, 80, 3) and name == "a.png"
+    for bad in (outside / "b.png", outside / "missing.png"):  # same answer whether it exists or not
+        with pytest.raises(ReferenceRefused, match="outside reference_dirs"):
+            engine.load_reference_file(str(bad))
