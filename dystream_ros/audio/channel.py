@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dystream_ros.config import NS
+
 from .resample import StreamResampler
 from .ring import SampleRing, WriteResult
 
@@ -69,7 +71,7 @@ class ChannelBuffer:
     """Stamp-keyed, resampling, bounded buffer of one channel on a stream timeline at ``rate`` Hz."""
 
     def __init__(self, name: str, capacity_samples: int, *, rate: int = 16000,
-                 tolerance_ns: int = 10_000_000, jump_ns: int = 1_000_000_000):
+                 tolerance_ns: int = 10_000_000, jump_ns: int = NS):
         self.name = name
         self.rate = int(rate)
         self.tolerance_ns = int(tolerance_ns)
@@ -109,7 +111,7 @@ class ChannelBuffer:
         """Stamp just after the last input sample of the current run (None without a run)."""
         if self._resampler is None:
             return None
-        return self._run_stamp0 + self._resampler.samples_in * 1_000_000_000 // self._run_rate
+        return self._run_stamp0 + self._resampler.samples_in * NS // self._run_rate
 
     def index_of(self, stamp_ns: int, origin_ns: int) -> int:
         """Timeline index of a stamp (nearest sample)."""

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dystream_ros.config import NS
 from dystream_ros.eval import bagio, report
 
-NS = 1_000_000_000
 OUTPUT_NS = "/dystream"
 
 

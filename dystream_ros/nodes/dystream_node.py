@@ -79,7 +79,6 @@ NODE_NAME = "dystream_node"
 _LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
-_NS = 1_000_000_000
 
 
 class ConfigureError(RuntimeError):

@@ -6,13 +6,13 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from dystream_ros.config import NS as _NS
 from dystream_ros.msg import AvatarState, MotionLatent
 
 from .image_codec import rgb_to_image_msg, rgb_to_jpeg_msg
 
 __all__ = ["latent_msg", "ns_to_time", "publish_images", "qos_profile", "state_msg"]
 
-_NS = 1_000_000_000
 
 
 def ns_to_time(ns: int) -> Time:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dystream_ros.config import NS as _NS
 from dystream_ros.runtime.feeder import SessionFeeder
 from dystream_ros.runtime.scheduler import FrameJob, FrameScheduler, SchedulerConfig, TickPlan
 from dystream_ros.runtime.settings import Settings
@@ -41,7 +42,6 @@ __all__ = ["STATES", "AvatarEngine", "EngineError", "FrameOut", "avatar_state", 
 #: AvatarState.msg's constants (IDLE, SPEAKING, LISTENING, BOTH); a test checks they agree.
 STATES = {"idle": 0, "speaking": 1, "listening": 2, "both": 3}
 
-_NS = 1_000_000_000
 _OFFLINE_ORIGIN_NS = _NS  # offline streams start at t = 1 s (a zero stamp reads as "no stamp")
 
 #: Settings the model session reads (applied before the next frame when they change).

@@ -50,10 +50,11 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from dystream_ros.config import NS as _NS
+
 from ..audio.channel import ChannelBuffer, PushResult
 
 CHANNELS = ("speaker", "listener")
-_NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
