@@ -80,6 +80,15 @@ class Spinner:
         self.thread.join(timeout=10)
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of process ``pid`` (this one by default) in MB, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def wait_for(cond, timeout: float, period: float = 0.02) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

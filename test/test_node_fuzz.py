@@ -9,7 +9,6 @@ callback is reported (a measurement printed with ``-s``, not a pass/fail figure)
 from __future__ import annotations
 
 import collections
-import resource
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
 
 from dystream_ros.msg import AudioChunk  # noqa: E402
-from node_helpers import chunk_msg, to_time  # noqa: E402
+from node_helpers import chunk_msg, rss_mb, to_time  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
@@ -28,13 +27,6 @@ RATES = (8000, 16000, 22050, 44100, 48000)
 MALFORMED = {"empty": "empty", "encoding": "encoding", "mp3": "compressed", "rate0": "sample_rate",
              "rate_odd": "sample_rate", "channels0": "channels", "too_large": "too_large"}
 
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _malformed(kind: str, stamp: int, rng) -> AudioChunk:
@@ -101,7 +93,7 @@ def test_seeded_fuzz_every_message_counted_memory_bounded(node):
             expected_bad[MALFORMED[kind]] += 1
         node._on_audio(msg, channel)
         if i == 500:
-            rss0 = _rss_mb()  # after the first allocations (rings, resampler banks, the model's warm-up)
+            rss0 = rss_mb()  # after the first allocations (rings, resampler banks, the model's warm-up)
     s = node.stats_snapshot()
     assert s["speaker_messages_received"] + s["listener_messages_received"] == len(plan)
     assert s["speaker_messages_accepted"] + s["listener_messages_accepted"] == 5000
@@ -109,7 +101,7 @@ def test_seeded_fuzz_every_message_counted_memory_bounded(node):
         assert s[f"bad_messages_{kind}"] == n, (kind, s[f"bad_messages_{kind}"], n)
     assert s["bad_messages"] == 500 and s.get("bad_messages_internal", 0) == 0
     assert s["messages_unaccounted"] == 0 and s["messages_dropped_inactive"] == 0
-    rss1 = _rss_mb()
+    rss1 = rss_mb()
     assert rss1 <= 1.3 * rss0, (rss0, rss1)
     print(f"\nfuzz: {len(plan)} messages, audio callback p99 {s['audio_callback_ms_p99']:.2f} ms, "
           f"max {s['audio_callback_ms_max']:.2f} ms; RSS {rss0:.0f} -> {rss1:.0f} MB")

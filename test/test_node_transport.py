@@ -27,7 +27,7 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
 
 from dystream_ros.msg import AudioChunk  # noqa: E402
-from node_helpers import node_process, to_time, wait_for  # noqa: E402
+from node_helpers import node_process, rss_mb, to_time, wait_for  # noqa: E402
 
 BURST, TAIL = 150, 40
 
@@ -96,14 +96,6 @@ def test_best_effort_losses_are_counted(tmp_path):
         assert "lost" in log.read_text() and "in transport" in log.read_text()
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS")
-
-
 def test_huge_messages_from_many_writers_cost_one_buffer(tmp_path):
     from rclpy.duration import Duration
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -114,7 +106,7 @@ def test_huge_messages_from_many_writers_cost_one_buffer(tmp_path):
     with node_process(log, ns, {"checkpoint": "random", "render": "false"}) as (p, tester):
         _up(p, tester, log)
         assert wait_for(lambda: int(tester.last_diag(node).get("speaker_publishers", -1)) == 1, 60)
-        start = _rss_mb(p.pid)
+        start = rss_mb(p.pid)
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                               reliability=ReliabilityPolicy.RELIABLE)
         now = tester.get_clock().now().nanoseconds
@@ -126,7 +118,7 @@ def test_huge_messages_from_many_writers_cost_one_buffer(tmp_path):
             tester.destroy_publisher(pub)
             assert wait_for(lambda n=k + 1: int(tester.last_diag(node).get("bad_messages_too_large", 0)) >= n,
                             30), tester.last_diag(node)
-        grown = _rss_mb(p.pid) - start
+        grown = rss_mb(p.pid) - start
         # one 50 MB buffer (plus its deserialised copy while the callback ran), not six
         assert grown < 160, f"node RSS grew by {grown:.0f} MB over six writers of one 50 MB message each"
         # a best-effort writer cannot match the reliable subscription: its data never reaches the node

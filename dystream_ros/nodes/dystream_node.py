@@ -445,8 +445,9 @@ class DystreamNode(LifecycleNode):
             return
         engine = self._engine if self._active else None
         notices, due = intake.take(engine, channel, raw.data, raw.encoding, raw.channels, raw.sample_rate,
-                                   raw.stamp_ns, arrival=arrival, now_ns=now_ns)
-        if due and self._rt["wake_on_audio"]:
+                                   raw.stamp_ns, arrival=arrival, now_ns=now_ns,
+                                   want_due=self._rt["wake_on_audio"])
+        if due:
             self._producer.wake()  # audio completed a due frame: produce it now, not at the next tick
         for n in notices:
             self._warn_throttled(n.key, n.text, level=n.level)

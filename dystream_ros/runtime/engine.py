@@ -34,7 +34,7 @@ import numpy as np
 from dystream_ros.config import NS as _NS
 from dystream_ros.runtime.feeder import SessionFeeder
 from dystream_ros.runtime.scheduler import FrameJob, FrameScheduler, SchedulerConfig, TickPlan
-from dystream_ros.runtime.settings import Settings
+from dystream_ros.runtime.settings import PARAM_BY_NAME, Settings
 
 __all__ = ["STATES", "AvatarEngine", "EngineError", "FrameOut", "avatar_state", "model_sampler",
            "scheduler_config"]
@@ -346,8 +346,6 @@ class AvatarEngine:
     def update(self, **changes) -> Settings:
         """Runtime changes (validated; read-only fields refused): the scheduler takes them now, the
         session before its next frame. Returns the new settings."""
-        from dystream_ros.runtime.settings import PARAM_BY_NAME
-
         ro = [k for k in changes if PARAM_BY_NAME[k].read_only]
         if ro:
             raise ValueError(f"{', '.join(ro)}: read-only (takes effect when the engine is built)")

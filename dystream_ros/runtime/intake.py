@@ -34,9 +34,9 @@ class AudioIntake:
         self.rates = frozenset(settings.sample_rates)
 
     def take(self, engine, channel: str, data, encoding: str, channels: int, sample_rate: int, stamp_ns: int,
-             *, arrival: float, now_ns: int) -> tuple[list[Notice], bool]:
-        """One message (``engine`` None while inactive). Returns the notices and whether a frame became
-        due (the caller may produce it now instead of at its next tick)."""
+             *, arrival: float, now_ns: int, want_due: bool = False) -> tuple[list[Notice], bool]:
+        """One message (``engine`` None while inactive). Returns the notices and, with ``want_due``,
+        whether a frame became due (the caller may produce it now instead of at its next tick)."""
         s, st = self.settings, self.stats
         try:
             max_samples = None  # rate <= 0 is refused by decode_pcm with its own message
@@ -80,7 +80,7 @@ class AudioIntake:
                 return notes, False
             res = engine.push(channel, dec.samples, dec.sample_rate, stamp_ns, arrival=arrival, now_ns=now_ns)
             st.accepted[channel] += 1
-        return notes + self._push_notices(channel, res, stamp_ns, now_ns), engine.has_due(now_ns)
+        return notes + self._push_notices(channel, res, stamp_ns, now_ns), want_due and engine.has_due(now_ns)
 
     def _push_notices(self, channel: str, res, stamp_ns: int, now_ns: int) -> list[Notice]:
         """What the stream timing policy did with the samples (docs/STREAM_TIMING.md)."""
