@@ -159,7 +159,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     writer.add_topic(lat_topic, bagio.MOTION_LATENT)
     writer.add_topic(state_topic, bagio.AVATAR_STATE)
     for t, ty in {e.topic: e.msgtype for e in events}.items():
-        writer.add_topic(t, ty, kind="sensor")
+        writer.add_topic(t, ty)  # reliable, as the node's inputs expect when the bag is played
 
     vid = None
     if video:

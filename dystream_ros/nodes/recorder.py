@@ -104,8 +104,8 @@ class Recorder(Node):
         sub(Image, bagio.IMAGE, image_topic, out_qos, "reliable", self._on_image)
         sub(MotionLatent, bagio.MOTION_LATENT, latent_topic, out_qos, "reliable", self._on_latent)
         sub(AvatarState, bagio.AVATAR_STATE, state_topic, out_qos, "reliable", self._on_state)
-        for t in audio_topics:
-            sub(AudioChunk, bagio.AUDIO_CHUNK, t, audio_qos, "sensor")
+        for t in audio_topics:  # recorded as reliable: what `ros2 bag play` offers the node (input_qos)
+            sub(AudioChunk, bagio.AUDIO_CHUNK, t, audio_qos, "reliable")
         if info_topic:
             from std_msgs.msg import String
 
