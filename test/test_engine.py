@@ -97,3 +97,57 @@ def test_reference_file_requests_stay_inside_reference_dirs(pipe, tmp_path):
     for bad in (outside / "b.png", outside / "missing.png"):  # same answer whether it exists or not
         with pytest.raises(ReferenceRefused, match="outside reference_dirs"):
             engine.load_reference_file(str(bad))
+
+
+def test_interrupt_drops_queued_speech_and_the_model_hears_silence_from_the_next_frame(pipe):
+    """Barge-in: a TTS burst queued ahead of time is dropped from the next frame on, in the scheduler's
+    buffer and in the lookahead the session already holds; the drop is counted, the face goes on
+    listening, and the frames equal those of a session fed silence from that sample."""
+    spf = pipe.samples_per_frame
+    engine = AvatarEngine(Settings(warmup_frames=0, num_threads=0, speaker_wait_ms=5000.0,
+                                   listener_wait_ms=5000.0, catch_up_limit=1000), pipe=pipe, reference=REF)
+    t0 = 5 * 10**9
+    spk, lis = _audio(50 * spf, 5), _audio(50 * spf, 6)  # 2 s each, loud on both channels
+    engine.push("speaker", spk, 16000, t0, arrival=0.0, now_ns=t0)  # the whole burst at once
+    engine.push("listener", lis[: 12 * spf], 16000, t0, arrival=0.0, now_ns=t0)
+    before = engine.run(t0 + 10 * 40_000_000, wall=0.4)
+    assert [o.job.index for o in before] == list(range(10))
+    assert all(o.state == STATES["both"] for o in before)
+
+    dropped = engine.interrupt("speaker", wall=0.41)
+    assert dropped == 40 * spf  # frames 10..49 of the burst: everything from the next frame's start
+    st = engine.scheduler.channels["speaker"].stats
+    assert st.interrupts == 1 and st.interrupted_samples == dropped
+    # speech of the interrupted span still arriving is late (counted), not spoken
+    late_before = st.late_samples
+    engine.push("speaker", spk[20 * spf: 21 * spf], 16000, t0 + 20 * 40_000_000, arrival=0.42, now_ns=t0)
+    assert st.late_samples == late_before + spf
+
+    engine.push("listener", lis[12 * spf:], 16000, t0 + 12 * 40_000_000, arrival=0.42, now_ns=t0)
+    after = engine.run(t0 + 45 * 40_000_000, wall=1.8)
+    assert [o.job.index for o in after] == list(range(10, 46))
+    assert all(o.state == STATES["listening"] for o in after)
+
+    # the same frames from a session that heard the speech up to frame 9's lookahead, then silence from
+    # frame 10's first sample on (the part of frame 9's lookahead it already held included)
+    sess = pipe.start_session(REF, seed=0)
+    held = 10 * spf + pipe.lookahead_samples
+    sess.push_audio(speaker=spk[:held], listener=lis[:held])
+    direct = [sess.step().latent for _ in range(10)]
+    sess.silence("speaker", 10 * spf)
+    n = 46 * spf + pipe.lookahead_samples
+    sess.push_audio(speaker=np.zeros(n - held, np.float32), listener=lis[held:n])
+    direct += [sess.step().latent for _ in range(36)]
+    got = np.stack([o.frame.latent for o in before + after])
+    np.testing.assert_allclose(got, np.stack(direct), atol=1e-5)
+    # and the speech did drive the uninterrupted stream: the interrupt changed the frames after it
+    sess = pipe.start_session(REF, seed=0)
+    sess.push_audio(speaker=spk[:n], listener=lis[:n])
+    spoken = np.stack([sess.step().latent for _ in range(46)])
+    assert np.abs(spoken[12:] - got[12:]).max() > 1e-3
+
+
+def test_interrupt_without_a_stream_drops_nothing(pipe):
+    engine = AvatarEngine(Settings(warmup_frames=0, num_threads=0), pipe=pipe, reference=REF)
+    assert engine.interrupt("speaker", wall=0.0) == 0
+    assert engine.scheduler.channels["speaker"].stats.interrupts == 0

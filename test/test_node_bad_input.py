@@ -132,8 +132,8 @@ def sim():
     # both directions matched before anything is sent (reliable + volatile: earlier messages are not kept)
     assert wait_for(lambda: probe.speaker.get_subscription_count() >= 1
                     and probe.listener.get_subscription_count() >= 1
-                    and node._pubs["latent"].get_subscription_count() >= 1
-                    and node._pubs["state"].get_subscription_count() >= 1, 30)
+                    and node._outputs.pubs["latent"].get_subscription_count() >= 1
+                    and node._outputs.pubs["state"].get_subscription_count() >= 1, 30)
     yield Sim(node, probe)
     spinner.shutdown()
     node.release_for_exit()

@@ -243,7 +243,7 @@ def test_reset_and_set_reference_services(sim, refdir):
     req.image = Image(height=64, width=80, encoding="bgr8", step=240, data=img.tobytes())
     res = _call(probe, SetReference, "/dystream_node/set_reference", req)
     assert res.success, res.message
-    assert node._idle_image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and node._idle_image[..., 2].mean() == 255
+    assert node._outputs.idle_image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and node._outputs.idle_image[..., 2].mean() == 255
 
     path = refdir / "face.png"
     cv2.imwrite(str(path), np.full((100, 100, 3), 40, np.uint8))
@@ -303,3 +303,58 @@ def test_set_reference_refuses_hostile_requests_and_the_node_lives_on(sim, refdi
         probe.publish_clock(t)
         time.sleep(0.05)
     assert probe.count("image") >= n + 3
+
+
+def test_interrupt_service_and_topic_drop_queued_speech(sim):
+    """Barge-in over DDS: a 2 s TTS burst is queued ahead of the clock; ``~/interrupt`` drops what is
+    still queued (the answer and the diagnostics count the same samples), the frames after it are
+    listening frames, and the ``interrupt`` topic does the same."""
+    from std_msgs.msg import Empty
+    from std_srvs.srv import Trigger
+
+    node, probe = sim
+    assert _call(probe, Trigger, "/dystream_node/reset", Trigger.Request()).success
+    t = node.get_clock().now().nanoseconds
+    a0 = t + 100_000_000
+    rate, seconds = 16000, 2.0
+    tone = tone_stereo_int16(rate, seconds)[:, 0]
+    for i in range(0, len(tone), 8000):  # the whole utterance at once, in 0.5 s messages
+        probe.send("speaker", chunk_msg(tone[i:i + 8000], rate, a0 + i * NS // rate))
+        probe.send("listener", chunk_msg(tone[i:i + 8000], rate, a0 + i * NS // rate))
+    assert wait_for(lambda: node.stats_snapshot()["speaker_messages"] >= 4
+                    and node.stats_snapshot()["listener_messages"] >= 4, 30)
+
+    def run_clock_to(end_ns: int, frames: int) -> None:
+        nonlocal t
+        while t < end_ns:
+            t += 10_000_000
+            probe.publish_clock(t)
+            wait_for(lambda: node._engine.scheduler.next_frame >= min(frames, (t - a0) // 40_000_000 - 3), 5)
+
+    run_clock_to(a0 + 400_000_000, 8)
+    assert wait_for(lambda: node._engine.scheduler.next_frame >= 8, 30)
+    res = _call(probe, Trigger, "/dystream_node/interrupt", Trigger.Request())
+    assert res.success, res.message
+    first_silent = node._engine.scheduler.next_frame
+    snap = node.stats_snapshot()
+    dropped = snap["speaker_interrupted_samples"]
+    assert snap["speaker_interrupts"] == 1 and f"dropped {dropped} queued speaker samples" in res.message
+    assert dropped >= (50 - first_silent - 2) * 640  # the rest of the 2 s burst (the ring may hold less)
+
+    run_clock_to(a0 + 1_800_000_000, 40)
+    assert wait_for(lambda: node._engine.scheduler.next_frame >= 40, 30)
+
+    def stream_states() -> dict:
+        return {s.frame_index: s.state for s in probe.get("state") if stamp_ns(s.header) >= a0}
+
+    assert wait_for(lambda: set(range(40)) <= set(stream_states()), 30)
+    states = stream_states()
+    assert all(states[n] == 3 for n in range(first_silent) if n in states)  # both speaking
+    after = [states[n] for n in range(first_silent, 40) if n in states]
+    assert len(after) == 40 - first_silent and set(after) == {2}  # listening only
+
+    pub = probe.create_publisher(Empty, "/interrupt", 10)
+    assert wait_for(lambda: pub.get_subscription_count() >= 1, 10)
+    pub.publish(Empty())
+    assert wait_for(lambda: node.stats_snapshot()["speaker_interrupts"] == 2, 10)
+    probe.destroy_publisher(pub)

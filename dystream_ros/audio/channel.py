@@ -49,6 +49,8 @@ class ChannelStats:
     outlier_samples: int = 0
     reanchors: int = 0  # held chunks that the next chunk confirmed: the publisher's timeline moved
     rate_changes: int = 0
+    interrupts: int = 0  # barge-ins: queued audio dropped on request
+    interrupted_samples: int = 0  # accepted samples an interrupt dropped before they were used
 
     @property
     def dropped_samples(self) -> int:
@@ -215,6 +217,23 @@ class ChannelBuffer:
         self._write(start, r.process(x), arrival, res)
         if res.write.overflow > overflow_before:  # beyond the buffer: realign on the next chunk's stamp
             self._close_run(arrival, res)
+
+    def interrupt(self, from_index: int, arrival: float) -> int:
+        """Barge-in: everything queued at or after ``from_index`` becomes silence that arrived at
+        ``arrival`` (so frames do not wait for it), audio still arriving for that span counts as late, a
+        held chunk and the current run are dropped (the next chunk starts a new run). Returns the samples
+        dropped, also counted in ``stats.interrupted_samples``."""
+        end = max(self.ring.high_water, int(from_index))
+        dropped = self.ring.blank(from_index, end, arrival)
+        self.ring.seal(end)
+        dropped += self.held_samples
+        self._held = None
+        if self._resampler is not None:
+            dropped += self._resampler.flush().size  # its held-back tail never reaches the ring
+            self._resampler = None
+        self.stats.interrupts += 1
+        self.stats.interrupted_samples += dropped
+        return dropped
 
     def flush(self, arrival: float, origin_ns: int = 0) -> PushResult:
         """Close the current run (write the resampler's held-back tail), e.g. at the end of a stream;

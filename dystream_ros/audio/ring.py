@@ -108,6 +108,20 @@ class SampleRing:
                 arr[seg] = self._arrival[phys]
         return out, arr
 
+    def blank(self, start: int, stop: int, arrival: float) -> int:
+        """Overwrite ``[start, stop)`` (within the window, the seal ignored) with silence that arrived at
+        ``arrival``; returns how many written samples it replaced (a barge-in drops queued speech)."""
+        lo, hi = max(int(start), self.read_pos), min(int(stop), self.read_pos + self.capacity)
+        if hi <= lo:
+            return 0
+        replaced = 0
+        for phys, _ in self._slices(lo, hi):
+            replaced += int(np.count_nonzero(~np.isnan(self._arrival[phys])))
+            self._data[phys] = 0.0
+            self._arrival[phys] = arrival
+        self._high = max(self._high, hi)
+        return replaced
+
     def seal(self, upto: int) -> None:
         """Refuse (count as late) later writes below ``upto``; the samples stay readable."""
         self.write_floor = max(self.write_floor, int(upto))

@@ -1,18 +1,26 @@
-"""The avatar node's output messages and QoS profiles (ROS types around the engine's FrameOut)."""
+"""The avatar node's outputs: QoS profiles, messages of a FrameOut, and the lifecycle publishers."""
 
 from __future__ import annotations
+
+import json
+import time
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
 
 from dystream_ros.config import NS as _NS
+from dystream_ros.io.images import fit_square
 from dystream_ros.msg import AvatarState, MotionLatent
+from dystream_ros.runtime.scheduler import RateGate
+from dystream_ros.runtime.settings import Settings
 
 from .image_codec import rgb_to_image_msg, rgb_to_jpeg_msg
+from .support import destroy_publisher
 
-__all__ = ["latent_msg", "ns_to_time", "publish_images", "qos_profile", "state_msg"]
-
+__all__ = ["FacePublishers", "latent_msg", "ns_to_time", "publish_images", "qos_profile", "state_msg"]
 
 
 def ns_to_time(ns: int) -> Time:
@@ -61,3 +69,77 @@ def publish_images(pubs: dict, rgb: np.ndarray, stamp: Time, frame_id: str, jpeg
         pubs["image"].publish(rgb_to_image_msg(rgb, stamp, frame_id))
     if "compressed" in pubs:
         pubs["compressed"].publish(rgb_to_jpeg_msg(rgb, stamp, frame_id, jpeg_quality))
+
+
+class FacePublishers:
+    """The avatar node's lifecycle publishers (``motion_latent``, ``state``, ``~/info``, and
+    ``face_image`` / ``face_image/compressed`` while rendering and their ``publish_*`` is on), the idle
+    face, and one method per thing published. Created on configure; the caller serialises calls."""
+
+    _OPTIONAL = {"image": ("publish_image", Image, "face_image"),
+                 "compressed": ("publish_compressed", CompressedImage, "face_image/compressed")}
+
+    def __init__(self, node, settings: Settings, meta: dict, out_size: int, reference: np.ndarray) -> None:
+        self._node, self._meta, self.out_size = node, meta, int(out_size)
+        self._qos = qos_profile(settings.output_reliability == "reliable", settings.output_qos_depth)
+        self.pubs = {
+            "latent": node.create_lifecycle_publisher(MotionLatent, "motion_latent", self._qos),
+            "state": node.create_lifecycle_publisher(AvatarState, "state", self._qos),
+            "info": node.create_lifecycle_publisher(String, "~/info", qos_profile(True, 1, latched=True)),
+        }
+        self._idle_gate = RateGate()  # idle-face publications on a fixed grid of clock times
+        # the idle face (before any audio) is the reference itself; none when not rendering
+        self.idle_image = fit_square(reference, self.out_size) if settings.render else None
+        self.sync(settings, active=False)
+
+    def sync(self, settings: Settings, *, active: bool) -> None:
+        """Advertise the optional image publishers that ``settings`` asks for, drop the others."""
+        for key, (param, cls, topic) in self._OPTIONAL.items():
+            want = getattr(settings, param) and settings.render
+            if want and key not in self.pubs:
+                pub = self._node.create_lifecycle_publisher(cls, topic, self._qos)
+                if active:
+                    pub.on_activate(None)  # created after the activate transition enabled the others
+                self.pubs[key] = pub
+            elif not want and key in self.pubs:
+                destroy_publisher(self._node, self.pubs.pop(key))
+
+    def publish_info(self) -> None:
+        self.pubs["info"].publish(String(data=json.dumps(self._meta, sort_keys=True)))
+
+    def set_reference(self, image: np.ndarray) -> None:
+        if self.idle_image is not None:
+            self.idle_image = fit_square(image, self.out_size)
+
+    def reset(self) -> None:
+        self._idle_gate.reset()
+
+    def frame(self, out, settings: Settings) -> tuple[float, float, float]:
+        """Publish one FrameOut (state, latent, images as enabled); returns (processing_ms, av_offset_ms,
+        publish wall time)."""
+        meta, stamp = self._meta, ns_to_time(out.job.stamp_ns)
+        now_w = time.monotonic()
+        processing_ms, av_ms = out.latency_ms(now_w)
+        if settings.publish_state:
+            self.pubs["state"].publish(state_msg(out, stamp, meta["frame_id"], processing_ms, av_ms))
+        if settings.publish_latent:
+            self.pubs["latent"].publish(latent_msg(out, stamp, meta["frame_id"], meta["profile"],
+                                                    meta["checkpoint"], processing_ms))
+        if out.frame.image is not None and ("image" in self.pubs or "compressed" in self.pubs):
+            publish_images(self.pubs, fit_square(out.frame.image, self.out_size), stamp, meta["frame_id"],
+                           settings.jpeg_quality)
+        return processing_ms, av_ms, now_w
+
+    def idle(self, now_ns: int, settings: Settings) -> bool:
+        """The reference face at ``idle_publish_hz`` while no stream runs; True when published."""
+        hz = settings.idle_publish_hz
+        if hz <= 0 or self.idle_image is None or not self._idle_gate(now_ns, hz):
+            return False
+        publish_images(self.pubs, self.idle_image, ns_to_time(now_ns), self._meta["frame_id"],
+                       settings.jpeg_quality)
+        return True
+
+    def destroy(self) -> None:
+        for pub in self.pubs.values():
+            destroy_publisher(self._node, pub)
+        self.pubs = {}

@@ -364,6 +364,16 @@ class AvatarEngine:
             self.scheduler.reset(clock_jump=clock_jump)
         self.feeder.reset()
 
+    def interrupt(self, channel: str = "speaker", *, wall: float) -> int:
+        """Barge-in: drop ``channel``'s queued audio from the next frame on, in the scheduler's buffer and
+        in the audio the model session already holds; frames go on with silence there. Returns the
+        samples dropped (counted in the channel's ``interrupted_samples``)."""
+        with self.lock:
+            start, dropped = self.scheduler.interrupt(channel, arrival=wall)
+        if self.scheduler.active:
+            self.session.silence(channel, start)
+        return dropped
+
     def load_reference_file(self, path: str) -> tuple[np.ndarray, str]:
         """A reference file asked for at runtime (``~/set_reference``): inside ``reference_dirs`` and
         within the size limits (:attr:`reference_limits`), else ``ReferenceRefused`` / ``FileNotFoundError``

@@ -255,6 +255,15 @@ class FrameScheduler:
         res.restamped = restamped
         return res
 
+    def interrupt(self, channel: str, *, arrival: float) -> tuple[int, int]:
+        """Barge-in on ``channel``: its audio from the next frame on is dropped and replaced by silence
+        (:meth:`ChannelBuffer.interrupt`). Returns (first timeline sample silenced, samples dropped);
+        (0, 0) without a stream. The caller silences the model session from that sample too."""
+        if self.origin_ns is None:
+            return 0, 0
+        start = self.next_frame * self.config.samples_per_frame
+        return start, self.channels[channel].interrupt(start, arrival)
+
     # ------------------------------------------------------------------------------------------
     def _last_due(self, now_ns: int) -> int:
         """Highest frame index due at ``now_ns`` (may be < next_frame)."""

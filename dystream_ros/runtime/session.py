@@ -88,6 +88,12 @@ class _SampleBuffer:
         drop = min(max(index - self.start, 0), self.hi - self.lo)
         self.lo += drop
 
+    def zero_from(self, index: int) -> None:
+        """Silence the buffered samples at absolute indices >= ``index``."""
+        a = max(int(index), self.start) - self.start
+        if a < self.hi - self.lo:
+            self.buf[self.lo + a : self.hi] = 0.0
+
     def read(self, a: int, b: int) -> np.ndarray:
         """Samples [a, b); indices < 0 read as silence. Requires b <= received."""
         start = self.start
@@ -260,6 +266,11 @@ class Session:
         spk, lis = _as_audio(speaker, "speaker"), _as_audio(listener, "listener")
         self._audio[0].push(spk)
         self._audio[1].push(lis)
+
+    def silence(self, channel: str, from_index: int) -> None:
+        """Silence ``channel``'s ("speaker" / "listener") buffered audio from sample ``from_index`` on
+        (a barge-in: speech the model already holds as lookahead is not spoken)."""
+        self._audio[("speaker", "listener").index(channel)].zero_from(from_index)
 
     def frames_available(self) -> int:
         a = self._cfg.audio

@@ -185,6 +185,8 @@ def _scheduler_stats(sched, now_ns: int) -> dict:
         d[f"{name}_stamp_outliers"] = cs.outliers
         d[f"{name}_outlier_samples"] = cs.outlier_samples
         d[f"{name}_reanchors"] = cs.reanchors
+        d[f"{name}_interrupts"] = cs.interrupts
+        d[f"{name}_interrupted_samples"] = cs.interrupted_samples
         d[f"{name}_messages"] = cs.messages
         d[f"{name}_buffer_ms"] = sched.depth_samples(name) * 1000.0 / sched.config.sample_rate
     d["dropped_samples"] = dropped
