@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,6 +243,33 @@ class HeadConfig:
         _check(self.time_freq_dim % 2 == 0, "HeadConfig.time_freq_dim", "must be even")
 
 
+#: Accepted range (inclusive) of every sampler setting: the one source read by :class:`SamplerConfig`,
+#: the streaming session's setters, :class:`~dystream_ros.model.flow_head.Guidance` and the node's
+#: parameter descriptors (``runtime/settings.py``). ``steps`` is an int, the others finite numbers.
+SAMPLER_LIMITS: dict[str, tuple[float, float]] = {
+    "steps": (1, 10),
+    "guidance_speaker": (0.0, 20.0),
+    "guidance_listener": (0.0, 20.0),
+    "guidance_anchor": (0.0, 20.0),
+    "temperature": (0.0, 2.0),
+    "head_temperature": (0.0, 2.0),
+}
+
+
+def sampler_value(name: str, value: Any, owner: str = "sampler") -> int | float:
+    """``value`` of sampler setting ``name`` checked against :data:`SAMPLER_LIMITS` (``ConfigError``, a
+    ``ValueError``, naming ``owner.name`` and the range otherwise); an int for ``steps``, else a float."""
+    lo, hi = SAMPLER_LIMITS[name]
+    if name == "steps":
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and lo <= value <= hi
+        _check(ok, f"{owner}.{name}", f"must be an int in {lo}..{hi}, got {value!r}")
+        return int(value)
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value) and lo <= value <= hi)
+    _check(ok, f"{owner}.{name}", f"must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """Inference defaults: Euler steps, classifier-free guidance weights and the sampling temperatures.
@@ -264,25 +292,8 @@ class SamplerConfig:
     head_temperature: float = 0.5
 
     def __post_init__(self) -> None:
-        _check(
-            isinstance(self.steps, int) and 1 <= self.steps <= 10,
-            "SamplerConfig.steps",
-            f"must be an int in 1..10, got {self.steps!r}",
-        )
-        for n in ("guidance_speaker", "guidance_listener", "guidance_anchor"):
-            v = getattr(self, n)
-            _check(
-                isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
-                f"SamplerConfig.{n}",
-                f"must be a finite number >= 0, got {v!r}",
-            )
-        for n in ("temperature", "head_temperature"):
-            t = getattr(self, n)
-            _check(
-                not isinstance(t, bool) and isinstance(t, (int, float)) and math.isfinite(t) and 0 <= t <= 2,
-                f"SamplerConfig.{n}",
-                f"must be a number in [0, 2], got {t!r}",
-            )
+        for f in dataclasses.fields(self):
+            sampler_value(f.name, getattr(self, f.name), owner="SamplerConfig")
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,22 @@ def test_from_dict_rejects_unknown_and_bad_nested():
         ModelConfig.from_dict(d)
     with pytest.raises(ConfigError, match="invalid JSON"):
         ModelConfig.from_json("{not json")
+
+
+def test_sampler_limits_have_one_source():
+    """config.SAMPLER_LIMITS is what SamplerConfig, Guidance and the node's parameter descriptors accept."""
+    from dystream_ros.config import SAMPLER_LIMITS, ConfigError
+    from dystream_ros.model.flow_head import Guidance
+    from dystream_ros.runtime.settings import PARAM_BY_NAME
+
+    for name, (lo, hi) in SAMPLER_LIMITS.items():
+        p = PARAM_BY_NAME[name]
+        assert (p.lo, p.hi) == (lo, hi) and p.default == getattr(SamplerConfig(), name)
+        assert p.validate(hi) is None and p.validate(type(p.default)(hi + 1)) is not None
+        SamplerConfig(**{name: type(p.default)(hi)})
+        with pytest.raises(ConfigError, match=name):
+            SamplerConfig(**{name: type(p.default)(hi + 1)})
+    hi = SAMPLER_LIMITS["guidance_speaker"][1]
+    Guidance(hi, 0.0, 0.0)
+    with pytest.raises(ValueError, match="guidance_speaker"):
+        Guidance(hi + 1.0, 0.0, 0.0)

@@ -24,14 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dystream_ros.config import HeadConfig
+from dystream_ros.config import HeadConfig, sampler_value
 
 __all__ = ["FlowHead", "Guidance", "guidance_branches"]
 
 
 @dataclass(frozen=True)
 class Guidance:
-    """Classifier-free guidance weights per stream; 0 skips that branch. Validated on construction."""
+    """Classifier-free guidance weights per stream; 0 skips that branch. Validated on construction
+    (ranges: ``config.SAMPLER_LIMITS``)."""
 
     speaker: float
     listener: float
@@ -39,10 +40,8 @@ class Guidance:
 
     def __post_init__(self) -> None:
         for name in ("speaker", "listener", "anchor"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"Guidance.{name} must be a finite number >= 0, got {v!r}")
-            object.__setattr__(self, name, float(v))
+            v = sampler_value(f"guidance_{name}", getattr(self, name), owner="Guidance")
+            object.__setattr__(self, name, v)
 
 
 def guidance_branches(g: Guidance) -> tuple[torch.Tensor, torch.Tensor]:

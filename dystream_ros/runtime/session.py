@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dystream_ros.config import ModelConfig, load_profile
+from dystream_ros.config import ModelConfig, load_profile, sampler_value
 from dystream_ros.model.checkpoint import checkpoint_id, load_checkpoint
 from dystream_ros.model.dystream import DyStreamModel, build_model
 from dystream_ros.model.flow_head import Guidance, guidance_branches
@@ -136,12 +136,6 @@ def _image_tensor(image: np.ndarray, size: int, device: torch.device) -> torch.T
     return (t.permute(2, 0, 1)[None] / 127.5) - 1.0
 
 
-def _temperature_value(name: str, t: object) -> float:
-    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 <= float(t) <= 2.0:
-        raise ValueError(f"{name} must be a number in [0, 2], got {t!r}")
-    return float(t)
-
-
 class Session:
     """One conversation stream. Not thread-safe: call from one thread (the node's timer)."""
 
@@ -170,27 +164,25 @@ class Session:
 
     @steps.setter
     def steps(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= 10:
-            raise ValueError(f"steps must be an int in 1..10, got {n!r}")
-        self._steps = int(n)
+        self._steps = sampler_value("steps", n, owner="Session")
 
     @property
     def temperature(self) -> float:
-        """Scale of the flow's starting noise (SamplerConfig.temperature), in [0, 2]."""
+        """Scale of the flow's starting noise (SamplerConfig.temperature; range: config.SAMPLER_LIMITS)."""
         return self._temperature
 
     @temperature.setter
     def temperature(self, t: float) -> None:
-        self._temperature = _temperature_value("temperature", t)
+        self._temperature = sampler_value("temperature", t, owner="Session")
 
     @property
     def head_temperature(self) -> float:
-        """Scale of the starting noise along the model's head-pose directions (``head_basis``), in [0, 2]."""
+        """Scale of the starting noise along the model's head-pose directions (``head_basis``)."""
         return self._head_temperature
 
     @head_temperature.setter
     def head_temperature(self, t: float) -> None:
-        self._head_temperature = _temperature_value("head_temperature", t)
+        self._head_temperature = sampler_value("head_temperature", t, owner="Session")
 
     def start_noise(self, n: int) -> torch.Tensor:
         """(1, D) noise the flow of frame ``n`` starts from: a seeded N(0, I) draw scaled by

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from dystream_ros.config import BACKENDS
+from dystream_ros.config import BACKENDS, SAMPLER_LIMITS, SamplerConfig
 
 __all__ = ["AUDIO_MSG_TYPES", "PARAMS", "PARAM_BY_NAME", "Param", "Settings", "load_params", "load_settings"]
 
@@ -28,6 +28,15 @@ def param(default, description: str, *, read_only: bool = False, lo: float | Non
     """A :class:`Settings` field: its default and what the node's parameter descriptor says about it."""
     meta = {"description": description, "read_only": read_only, "lo": lo, "hi": hi, "choices": tuple(choices)}
     return dataclasses.field(default=default, metadata=meta)
+
+
+_SAMPLER = SamplerConfig()  # the sampler settings' defaults
+
+
+def _limits(name: str) -> dict:
+    """A sampler setting's range, from the one table in ``config.SAMPLER_LIMITS``."""
+    lo, hi = SAMPLER_LIMITS[name]
+    return {"lo": lo, "hi": hi}
 
 
 @dataclass(frozen=True)
@@ -105,17 +114,18 @@ class Settings:
     # --- streaming (runtime) ----------------------------------------------------------------------------
     wake_on_audio: bool = param(True, "also run the frame producer as soon as arriving audio completes a due "
         "frame (saves up to one 40 ms timer period of latency); the 40 ms timer keeps running")
-    steps: int = param(5, "flow-matching Euler steps per frame", lo=1, hi=10)
-    guidance_speaker: float = param(1.0, "classifier-free guidance weight of the speaker audio",
-        lo=0.0, hi=20.0)
-    guidance_listener: float = param(0.5, "classifier-free guidance weight of the listener audio",
-        lo=0.0, hi=20.0)
-    guidance_anchor: float = param(0.0, "classifier-free guidance weight of the anchor (reference motion)",
-        lo=0.0, hi=20.0)
-    temperature: float = param(0.5, "scale of the flow's starting noise: 1 = full variety, lower = closer to "
-        "the most likely motion (sharper lip-sync)", lo=0.0, hi=2.0)
-    head_temperature: float = param(0.5, "the same along the latent's head-pose directions (the model's "
-        "head_basis): higher = a livelier head in every state, the mouth unchanged", lo=0.0, hi=2.0)
+    steps: int = param(_SAMPLER.steps, "flow-matching Euler steps per frame", **_limits("steps"))
+    guidance_speaker: float = param(_SAMPLER.guidance_speaker, "classifier-free guidance weight of the "
+        "speaker audio", **_limits("guidance_speaker"))
+    guidance_listener: float = param(_SAMPLER.guidance_listener, "classifier-free guidance weight of the "
+        "listener audio", **_limits("guidance_listener"))
+    guidance_anchor: float = param(_SAMPLER.guidance_anchor, "classifier-free guidance weight of the anchor "
+        "(reference motion)", **_limits("guidance_anchor"))
+    temperature: float = param(_SAMPLER.temperature, "scale of the flow's starting noise: 1 = full variety, "
+        "lower = closer to the most likely motion (sharper lip-sync)", **_limits("temperature"))
+    head_temperature: float = param(_SAMPLER.head_temperature, "the same along the latent's head-pose "
+        "directions (the model's head_basis): higher = a livelier head in every state, the mouth unchanged",
+        **_limits("head_temperature"))
     catch_up_limit: int = param(8, "most frames produced per 40 ms tick; older due frames are skipped and "
         "counted. Keep it above (listener_wait_ms + 40) / 40 so frames that waited for a late channel are "
         "not skipped when it resumes", lo=1, hi=10000)
