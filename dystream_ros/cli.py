@@ -13,14 +13,15 @@ import sys
 
 # (module, summary) of every subcommand provider, in help order.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "dystream_ros.eval.replay",
-    "dystream_ros.eval.bagio",
+    "dystream_ros.commands.replay",
+    "dystream_ros.commands.make_bag",
     "dystream_ros.data.synth",
-    "dystream_ros.eval.demo",
+    "dystream_ros.commands.demo",
     "dystream_ros.eval.lipsync",
     "dystream_ros.runtime.bench",
     "dystream_ros.train.cli",
-    "dystream_ros.render",
+    "dystream_ros.commands.render",
+    "dystream_ros.official.commands",
 )
 
 

@@ -19,7 +19,7 @@ SECONDS = 2.0
 
 
 def test_demo_writes_video_bag_report_and_plots(repo, tmp_path):
-    from dystream_ros.eval import bagio
+    from dystream_ros.io import bags
     from dystream_ros.io.video import probe
 
     env = dict(os.environ)
@@ -52,15 +52,15 @@ def test_demo_writes_video_bag_report_and_plots(repo, tmp_path):
     assert abs(info["video"]["duration_s"] - SECONDS) <= 0.04 + 1e-6
     assert info["audio"]["codec"] == "aac" and abs(info["audio"]["duration_s"] - SECONDS) <= 0.07
 
-    with bagio.BagReader(out / "output.mcap") as bag:
+    with bags.BagReader(out / "output.mcap") as bag:
         topics = bag.topics
-    assert topics["/dystream/face_image"] == bagio.IMAGE
-    assert topics["/dystream/motion_latent"] == bagio.MOTION_LATENT
-    assert topics["/dystream/speaker_audio"] == bagio.AUDIO_CHUNK
+    assert topics["/dystream/face_image"] == bags.IMAGE
+    assert topics["/dystream/motion_latent"] == bags.MOTION_LATENT
+    assert topics["/dystream/speaker_audio"] == bags.AUDIO_CHUNK
 
 
 def test_demo_falls_back_to_random_weights_only_without_the_default(monkeypatch, tmp_path):
-    from dystream_ros.eval import demo
+    from dystream_ros.commands import demo
     from dystream_ros.runtime import session as pipeline
 
     monkeypatch.setattr(pipeline, "default_checkpoint_path", lambda profile: tmp_path / "missing.safetensors")

@@ -4,12 +4,14 @@ Read from the source with ``ast`` (every ``import`` anywhere in a module counts,
 so the test needs nothing installed. The layers, lowest first (docs/ARCHITECTURE.md draws them):
 
 0. ``config`` (typed configuration)
-1. ``audio``, ``io``, ``data`` (decoding and resampling, media files, synthetic data)
+1. ``audio``, ``io``, ``data``, ``sound``, ``photo`` (decoding and resampling, media files and bags, synthetic
+   data, sound-card I/O, the photo-avatar rig)
 2. ``model`` (networks, losses, checkpoints)
-3. ``runtime`` (streaming session, backends, scheduler, engine, settings, bench)
-4. ``eval`` (bags, metrics, reports, replay)
+3. ``runtime`` (streaming session, backends, scheduler, engine, settings, bench), ``official`` (the released
+   DyStream networks and their converter)
+4. ``eval`` (metrics, mouth readers, reports)
 5. ``train``
-6. ``render``, ``cli``, ``nodes`` (commands and the ROS nodes)
+6. ``commands``, ``cli``, ``nodes`` (replay, render, demo, make-bag; the command line; the ROS nodes)
 
 One exception is allowed and named: ``model/__init__.py`` re-exports the streaming ``Pipeline`` / ``Session``
 of ``runtime.session`` lazily, as the public API of DESIGN.md §4 for scripts outside the project.
@@ -22,8 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "dystream_ros"
-RANK = {"config": 0, "audio": 1, "io": 1, "data": 1, "model": 2, "runtime": 3, "eval": 4, "train": 5,
-        "render": 6, "cli": 6, "nodes": 6}
+RANK = {"config": 0, "audio": 1, "io": 1, "data": 1, "sound": 1, "photo": 1, "model": 2, "runtime": 3,
+        "official": 3, "eval": 4, "train": 5, "commands": 6, "cli": 6, "nodes": 6}
 GENERATED = {"msg", "srv"}  # rosidl-generated message packages
 ALLOWED_UP = {("model/__init__.py", "dystream_ros.runtime"),  # `from dystream_ros.runtime import session`
               ("model/__init__.py", "dystream_ros.runtime.session")}

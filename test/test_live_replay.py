@@ -34,7 +34,7 @@ import sys
 import numpy as np
 import pytest
 
-from dystream_ros.eval import bagio
+from dystream_ros.io import bags
 
 pytestmark = pytest.mark.ros
 
@@ -49,7 +49,7 @@ def _env(repo):
 
 @pytest.mark.parametrize("chunk_ms", [20.0, 64.0])
 def test_live_replay_matches_offline(repo, tmp_path, chunk_ms):
-    from dystream_ros.eval import replay
+    from dystream_ros.commands import replay
 
     params = tmp_path / "latents_only.yaml"
     params.write_text("/**:\n  ros__parameters:\n    render: false\n    publish_image: false\n"
@@ -68,7 +68,7 @@ def test_live_replay_matches_offline(repo, tmp_path, chunk_ms):
     assert live["lost_frames"] == 0, live  # nothing lost between node and recorder (reliable, localhost)
 
     live_lat: dict[int, np.ndarray] = {}
-    with bagio.BagReader(out / "output.mcap") as bag:
+    with bags.BagReader(out / "output.mcap") as bag:
         for _, ty, _, raw in bag.messages(["/dystream/motion_latent"]):
             m = bag.deserialize(raw, ty)
             live_lat[int(m.frame_index)] = np.asarray(m.latent, np.float32)
@@ -108,12 +108,12 @@ def test_bag_player_publishes_in_real_time_with_clock(repo, tmp_path):
 
     sr = 16000
     wavfile.write(tmp_path / "s.wav", sr, (np.sin(np.arange(sr) / 5.0) * 8000).astype(np.int16))
-    bag = bagio.make_bag(tmp_path / "s.wav", None, tmp_path / "bag", storage="sqlite3")
+    bag = bags.make_bag(tmp_path / "s.wav", None, tmp_path / "bag", storage="sqlite3")
     rclpy.init()
     node = Node("player_probe")
     got: list[tuple[float, int]] = []
     clocks: list[int] = []
-    node.create_subscription(AudioChunk, bagio.DEFAULT_SPEAKER_TOPIC,
+    node.create_subscription(AudioChunk, bags.DEFAULT_SPEAKER_TOPIC,
                              lambda m: got.append((time.monotonic(),
                                                    m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)),
                              qos_profile_sensor_data)
@@ -138,8 +138,8 @@ def test_bag_player_publishes_in_real_time_with_clock(repo, tmp_path):
         rclpy.try_shutdown()
     assert len(got) == 50, out  # 1 s in 20 ms chunks, reliable publisher on localhost
     stamps = [s for _, s in got]
-    assert stamps[0] == bagio.DEFAULT_START_NS  # with /clock the bag stamps are kept
+    assert stamps[0] == bags.DEFAULT_START_NS  # with /clock the bag stamps are kept
     assert all(b - a == 20_000_000 for a, b in zip(stamps, stamps[1:], strict=False))
-    assert clocks and bagio.DEFAULT_START_NS <= clocks[-1] <= bagio.DEFAULT_START_NS + 2 * 10**9
+    assert clocks and bags.DEFAULT_START_NS <= clocks[-1] <= bags.DEFAULT_START_NS + 2 * 10**9
     # rate 2: one second of audio is sent in about half a second (generous bound, busy machine)
     assert got[-1][0] - got[0][0] < 0.98 * 2

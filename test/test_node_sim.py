@@ -243,7 +243,8 @@ def test_reset_and_set_reference_services(sim, refdir):
     req.image = Image(height=64, width=80, encoding="bgr8", step=240, data=img.tobytes())
     res = _call(probe, SetReference, "/dystream_node/set_reference", req)
     assert res.success, res.message
-    assert node._outputs.idle_image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and node._outputs.idle_image[..., 2].mean() == 255
+    idle = node._outputs.idle_image
+    assert idle.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and idle[..., 2].mean() == 255
 
     path = refdir / "face.png"
     cv2.imwrite(str(path), np.full((100, 100, 3), 40, np.uint8))
@@ -329,7 +330,8 @@ def test_interrupt_service_and_topic_drop_queued_speech(sim):
         while t < end_ns:
             t += 10_000_000
             probe.publish_clock(t)
-            wait_for(lambda: node._engine.scheduler.next_frame >= min(frames, (t - a0) // 40_000_000 - 3), 5)
+            due = min(frames, (t - a0) // 40_000_000 - 3)
+            wait_for(lambda d=due: node._engine.scheduler.next_frame >= d, 5)
 
     run_clock_to(a0 + 400_000_000, 8)
     assert wait_for(lambda: node._engine.scheduler.next_frame >= 8, 30)

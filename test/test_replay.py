@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from dystream_ros.eval import bagio, replay
+from dystream_ros.commands import replay
+from dystream_ros.config import stamp_to_ns
+from dystream_ros.io import bags
 
 SECONDS = 1.2
 SR = 16000
@@ -33,14 +35,14 @@ def conversation(tmp_path_factory):
     lis = np.roll(_speech_like(SECONDS, 1, 240.0), SR // 4) * 0.5
     wavfile.write(d / "speaker.wav", SR, (spk * 32767).astype(np.int16))
     wavfile.write(d / "listener.wav", SR, (lis * 32767).astype(np.int16))
-    bags = {st: bagio.make_bag(d / "speaker.wav", d / "listener.wav", d / f"bag_{st}", storage=st)
+    made = {st: bags.make_bag(d / "speaker.wav", d / "listener.wav", d / f"bag_{st}", storage=st)
             for st in ("mcap", "sqlite3")}
     from PIL import Image
 
     yy, xx = np.mgrid[0:256, 0:256]
     ref = np.stack([xx, yy, (xx + yy) // 2], -1).astype(np.uint8)
     Image.fromarray(ref).save(d / "ref.png")
-    return {"dir": d, "bags": bags, "ref": d / "ref.png"}
+    return {"dir": d, "bags": made, "ref": d / "ref.png"}
 
 
 @pytest.fixture(scope="module")
@@ -75,26 +77,60 @@ def test_replay_is_deterministic_and_storage_independent(conversation, latents_p
 def test_replay_accepts_audio_common_msgs(conversation, latents_pipe, tmp_path):
     """The same audio as audio_common_msgs/AudioDataStamped (+AudioInfo) gives the same latents."""
     pipe = latents_pipe
-    t = bagio.typestore().types
-    with bagio.BagReader(conversation["bags"]["mcap"]) as bag:
+    t = bags.typestore().types
+    with bags.BagReader(conversation["bags"]["mcap"]) as bag:
         events = list(bag.messages())
         msgs = [(topic, log, bag.deserialize(raw, ty)) for topic, ty, log, raw in events]
     ac = tmp_path / "ac"
-    with bagio.BagWriter(ac, storage="sqlite3") as w:
+    with bags.BagWriter(ac, storage="sqlite3") as w:
         for ns in ("/tts", "/mic"):
-            w.add_topic(f"{ns}/audio_info", bagio.AUDIO_INFO, kind="latched")
-            w.add_topic(f"{ns}/audio_stamped", bagio.AUDIO_DATA_STAMPED, kind="sensor")
-            w.write(f"{ns}/audio_info", bagio.DEFAULT_START_NS, t[bagio.AUDIO_INFO](
+            w.add_topic(f"{ns}/audio_info", bags.AUDIO_INFO, kind="latched")
+            w.add_topic(f"{ns}/audio_stamped", bags.AUDIO_COMMON_STAMPED, kind="sensor")
+            w.write(f"{ns}/audio_info", bags.DEFAULT_START_NS, t[bags.AUDIO_INFO](
                 channels=1, sample_rate=SR, sample_format="S16LE", bitrate=0, coding_format="wave"))
         for topic, log, m in msgs:
-            ns = "/tts" if topic == bagio.DEFAULT_SPEAKER_TOPIC else "/mic"
-            w.write(f"{ns}/audio_stamped", log, t[bagio.AUDIO_DATA_STAMPED](
-                header=m.header, audio=t[bagio.AUDIO_DATA](data=m.data)))
+            ns = "/tts" if topic == bags.DEFAULT_SPEAKER_TOPIC else "/mic"
+            w.write(f"{ns}/audio_stamped", log, t[bags.AUDIO_COMMON_STAMPED](
+                header=m.header, audio=t[bags.AUDIO_DATA](data=m.data)))
     rep, got = _replay_latents(pipe, ac, tmp_path / "out_ac", conversation["ref"])
     assert rep["speaker_topic"] == "/tts/audio_stamped" and rep["listener_topic"] == "/mic/audio_stamped"
     _, ref_latents = _replay_latents(pipe, conversation["bags"]["mcap"], tmp_path / "out_chunk",
                                      conversation["ref"])
     np.testing.assert_array_equal(got, ref_latents)
+
+
+def test_replay_drops_what_the_node_drops_and_counts_it(conversation, latents_pipe, tmp_path):
+    """Replay takes each message as the node does (one codec, the node's limits and counters):
+    audio_common data before its stream's first AudioInfo and a rate outside ``sample_rates`` are
+    dropped and counted by reason; everything else is accepted."""
+    t = bags.typestore().types
+    with bags.BagReader(conversation["bags"]["mcap"]) as bag:
+        msgs = [(topic, log, bag.deserialize(raw, ty)) for topic, ty, log, raw in bag.messages()]
+    ac = tmp_path / "ac_late_info"
+    sent = {"/tts": 0, "/mic": 0}
+    with bags.BagWriter(ac, storage="mcap") as w:
+        for ns in ("/tts", "/mic"):
+            w.add_topic(f"{ns}/audio_info", bags.AUDIO_INFO, kind="latched")
+            w.add_topic(f"{ns}/audio_stamped", bags.AUDIO_COMMON_STAMPED, kind="sensor")
+        for topic, log, m in msgs:
+            ns = "/tts" if topic == bags.DEFAULT_SPEAKER_TOPIC else "/mic"
+            if sent[ns] == 3:  # the info arrives after three data messages of its stream
+                w.write(f"{ns}/audio_info", log - 1, t[bags.AUDIO_INFO](
+                    channels=1, sample_rate=SR, sample_format="S16LE", bitrate=0, coding_format="wave"))
+            sent[ns] += 1
+            w.write(f"{ns}/audio_stamped", log, t[bags.AUDIO_COMMON_STAMPED](
+                header=m.header, audio=t[bags.AUDIO_DATA](data=m.data)))
+    rep, _ = _replay_latents(latents_pipe, ac, tmp_path / "out", conversation["ref"])
+    im = rep["input_messages"]
+    assert im["received"] == len(msgs) and im["bad"] == {"no_info": 6}
+    assert sum(im["accepted"].values()) == len(msgs) - 6
+
+    params = tmp_path / "params.yaml"
+    params.write_text("dystream_node:\n  ros__parameters:\n    sample_rates: [48000]\n")
+    rep, _ = _replay_latents(latents_pipe, conversation["bags"]["mcap"], tmp_path / "out2",
+                             conversation["ref"], params_file=params)
+    im = rep["input_messages"]
+    assert im["bad"] == {"sample_rate": len(msgs)} and im["accepted"] == {}
 
 
 def test_replay_writes_video_bag_report_and_plots(conversation, tmp_path):
@@ -128,23 +164,23 @@ def test_replay_writes_video_bag_report_and_plots(conversation, tmp_path):
     assert abs(info["video"]["duration_s"] - SECONDS) <= 0.04 + 1e-6
     assert abs(info["audio"]["duration_s"] - SECONDS) <= 0.07  # AAC frame granularity
 
-    with bagio.BagReader(out / "output.mcap") as bag:
+    with bags.BagReader(out / "output.mcap") as bag:
         topics = bag.topics
-        assert topics["/dystream/face_image"] == bagio.IMAGE
-        assert topics["/dystream/motion_latent"] == bagio.MOTION_LATENT
-        assert topics["/dystream/state"] == bagio.AVATAR_STATE
-        assert topics[bagio.DEFAULT_SPEAKER_TOPIC] == bagio.AUDIO_CHUNK  # copy of the input audio
+        assert topics["/dystream/face_image"] == bags.IMAGE
+        assert topics["/dystream/motion_latent"] == bags.MOTION_LATENT
+        assert topics["/dystream/state"] == bags.AVATAR_STATE
+        assert topics[bags.DEFAULT_SPEAKER_TOPIC] == bags.AUDIO_CHUNK  # copy of the input audio
         lat, img = [], []
         for _topic, ty, t_ns, raw in bag.messages(["/dystream/motion_latent", "/dystream/face_image"]):
             m = bag.deserialize(raw, ty)
-            assert bagio.stamp_to_ns(m.header.stamp) == t_ns  # bag time = audio time
-            (lat if ty == bagio.MOTION_LATENT else img).append((t_ns, m))
+            assert stamp_to_ns(m.header.stamp) == t_ns  # bag time = audio time
+            (lat if ty == bags.MOTION_LATENT else img).append((t_ns, m))
     assert len(lat) == len(img) == n
     lat.sort(key=lambda x: x[0])
     for k, (t_ns, m) in enumerate(lat):
-        assert m.frame_index == k and t_ns == bagio.DEFAULT_START_NS + 40_000_000 * k
+        assert m.frame_index == k and t_ns == bags.DEFAULT_START_NS + 40_000_000 * k
     np.testing.assert_array_equal(np.stack([m.latent for _, m in lat]), np.load(out / "latents.npy"))
-    assert bagio.image_to_array(img[0][1]).shape == (256, 256, 3)
+    assert bags.image_to_array(img[0][1]).shape == (256, 256, 3)
 
 
 def test_replay_reports_missing_topic(conversation, tmp_path):
@@ -163,7 +199,7 @@ def test_replay_uses_the_node_parameters(latents_pipe, tmp_path):
     from dystream_ros.runtime.settings import load_settings
 
     defaults = load_settings()
-    shipped_path = next(p for p in bagio.package_share_candidates("config/default.yaml") if p.is_file())
+    shipped_path = next(p for p in bags.package_share_candidates("config/default.yaml") if p.is_file())
     shipped = yaml.safe_load(shipped_path.read_text())
     assert defaults.catch_up_limit == shipped["/**"]["ros__parameters"]["catch_up_limit"]
     cfg = scheduler_config(defaults, latents_pipe)
@@ -183,7 +219,7 @@ def test_replay_uses_the_node_parameters(latents_pipe, tmp_path):
 def test_replay_is_independent_of_message_chunking(conversation, latents_pipe, tmp_path):
     """Frames are counted in audio time, not messages: 20 ms and 64 ms chunks give the same latents."""
     d = conversation["dir"]
-    coarse = bagio.make_bag(d / "speaker.wav", d / "listener.wav", tmp_path / "coarse", chunk_ms=64)
+    coarse = bags.make_bag(d / "speaker.wav", d / "listener.wav", tmp_path / "coarse", chunk_ms=64)
     fine = conversation["bags"]["mcap"]
     _, a = _replay_latents(latents_pipe, fine, tmp_path / "fine_out", conversation["ref"])
     _, b = _replay_latents(latents_pipe, coarse, tmp_path / "coarse_out", conversation["ref"])

@@ -1,4 +1,5 @@
-"""report.json (DESIGN.md §6), lip-sync scoring glue and the plots (matplotlib, Agg).
+"""report.json (DESIGN.md §6): the per-frame record, the report itself, lip-sync scoring glue, the
+conversation mix and the plots (matplotlib, Agg).
 
 Shared by the offline replay and the live demo so both reports have the same shape.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +177,57 @@ def plot_lipsync(path: str | Path, mouth: np.ndarray | None, envelope: np.ndarra
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     plt.close(fig)
+
+
+@dataclass
+class FrameRecord:
+    index: int
+    stamp_ns: int
+    step_ms: float
+    processing_ms: float
+    av_offset_ms: float
+    state: int
+    speaker_level_db: float
+    listener_level_db: float
+    timings: dict = field(default_factory=dict)
+
+
+def mix(speaker: np.ndarray, listener: np.ndarray) -> np.ndarray:
+    """Both parties in one mono track (sum; scaled down only if it would clip)."""
+    n = max(len(speaker), len(listener))
+    m = np.zeros(n, np.float32)
+    m[: len(speaker)] += speaker
+    m[: len(listener)] += listener
+    peak = float(np.max(np.abs(m))) if n else 0.0
+    return m / peak if peak > 1.0 else m
+
+
+def build_report(records: list[FrameRecord], *, fps: int, skipped: int, lipsync: dict, pipe=None,
+                 backend: str | None = None, profile: str | None = None, checkpoint: str | None = None,
+                 mode: str, latency_model: str, extra: dict | None = None) -> dict:
+    """report.json (DESIGN.md §6 fields first, then context)."""
+    if pipe is not None:
+        backend = backend or str(getattr(pipe, "backend_name", None) or "torch")
+        profile = profile or str(pipe.profile)
+        checkpoint = checkpoint or str(pipe.checkpoint_id)
+    stage = {}
+    keys = sorted({k for r in records for k in r.timings})
+    for k in keys:
+        stage[k] = stats([r.timings.get(k) for r in records], ("p50", "p95", "max"))
+    rep = {
+        "frames": len(records),
+        "fps": fps,
+        "step_ms": stats([r.step_ms for r in records]),
+        "processing_ms": stats([r.processing_ms for r in records]),
+        "av_offset_ms": stats([r.av_offset_ms for r in records], ("p50", "p95", "p99")),
+        "skipped_frames": int(skipped),
+        "lipsync": lipsync,
+        "backend": backend,
+        "profile": profile,
+        "checkpoint": checkpoint,
+        "mode": mode,
+        "latency_model": latency_model,
+        "stage_ms": stage,
+    }
+    rep.update(extra or {})
+    return rep

@@ -35,7 +35,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 
 from dystream_ros.config import NS, stamp_to_ns
-from dystream_ros.eval import bagio
+from dystream_ros.io import bags
 
 
 def message_class(msgtype: str):
@@ -73,10 +73,10 @@ class BagPlayer(Node):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=reliability)
         self.items: list[tuple[int, str, object]] = []  # (log ns, topic, rclpy message)
         self.pubs = {}
-        with bagio.BagReader(bag) as reader:
+        with bags.BagReader(bag) as reader:
             all_topics = reader.topics
             if not [t for t in topics if t]:
-                kinds = (*bagio.AUDIO_TYPES, bagio.AUDIO_INFO)
+                kinds = (*bags.AUDIO_MSG_TYPES, bags.AUDIO_INFO)
                 topics = [t for t, ty in all_topics.items() if ty in kinds]
             missing = [t for t in topics if t not in all_topics]
             if missing:
@@ -85,18 +85,20 @@ class BagPlayer(Node):
             for t in topics:
                 ty = all_topics[t]
                 cls = message_class(ty)
-                if cls is None and ty in bagio.AUDIO_TYPES:
+                if cls is None and ty in bags.AUDIO_MSG_TYPES:
                     self.get_logger().warning(f"{ty} is not installed: {t} is published as AudioChunk")
-                    cls = message_class(bagio.AUDIO_CHUNK)
+                    cls = message_class(bags.AUDIO_CHUNK)
                 elif cls is None:
                     self.get_logger().warning(f"{ty} is not installed: {t} is not published")
                     continue
                 classes[t] = (ty, cls)
                 self.pubs[t] = self.create_publisher(cls, t, qos)
+            info_topics = bags.info_topics_of(all_topics, list(classes))
             infos: dict[str, object] = {}
-            for topic, ty, t_ns, raw in reader.messages(topics):
-                if ty == bagio.AUDIO_INFO:
-                    infos[topic.rsplit("/", 1)[0]] = reader.deserialize(raw, ty)
+            undecodable = 0
+            for topic, ty, t_ns, raw in reader.messages(set(topics) | set(info_topics.values())):
+                if ty == bags.AUDIO_INFO:
+                    infos[topic] = reader.deserialize(raw, ty)
                 if topic not in classes:
                     continue
                 cls = classes[topic][1]
@@ -104,7 +106,12 @@ class BagPlayer(Node):
                     msg = deserialize_message(raw, cls)
                 else:  # convert an uninstalled audio type to AudioChunk
                     m = reader.deserialize(raw, ty)
-                    samples, sr, stamp = bagio.decode_audio(m, ty, infos.get(topic.rsplit("/", 1)[0]))
+                    try:
+                        samples, sr, stamp = bags.decode_audio(m, ty, infos.get(info_topics.get(topic, "")))
+                    except bags.BagError as e:  # e.g. audio_common data before any AudioInfo: the node
+                        undecodable += 1  # would drop it too
+                        self.get_logger().warning(f"{topic}: message at {t_ns} ns not played: {e}")
+                        continue
                     msg = cls()
                     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, NS)
                     msg.header.frame_id = m.header.frame_id
@@ -118,7 +125,8 @@ class BagPlayer(Node):
 
             self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.get_logger().info(
-            f"{bag}: {len(self.items)} messages on {sorted(self.pubs)} "
+            f"{bag}: {len(self.items)} messages ({undecodable} undecodable: not played) on "
+            f"{sorted(self.pubs)} "
             f"({(self.items[-1][0] - self.items[0][0]) / 1e9 if self.items else 0:.1f} s), rate {self.rate}")
 
     # ------------------------------------------------------------------------------------------
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bag_player: done {sent} messages", flush=True)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ValueError, bagio.BagError) as err:
+    except (ValueError, bags.BagError) as err:
         print(f"dystream_bag_player: {err}", file=sys.stderr)
         rc = 2
     finally:

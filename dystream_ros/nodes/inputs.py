@@ -2,7 +2,7 @@
 
 :class:`AudioInputs` subscribes ``speaker_audio`` and ``listener_audio`` with the configured message type
 and QoS, counts the DDS events of each subscription (publishers whose QoS cannot match, messages lost in
-transport under best effort) and turns a message into :class:`~dystream_ros.nodes.audio_adapters.RawAudio`.
+transport under best effort) and turns a message into :class:`~dystream_ros.audio.messages.RawAudio`.
 What happens to the samples is the ROS-free :class:`~dystream_ros.runtime.intake.AudioIntake`'s job.
 """
 
@@ -15,6 +15,7 @@ try:  # Iron and later
 except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
+from dystream_ros.audio.messages import AUDIO_COMMON_STAMPED, RawAudio, raw_audio
 from dystream_ros.runtime.settings import Settings
 from dystream_ros.runtime.stats import StreamStats
 
@@ -53,7 +54,7 @@ class AudioInputs:
                 callback_group=self._groups[channel], event_callbacks=self._events(channel))
             self._subs.append(sub)
             self._audio_subs = {**self._audio_subs, channel: sub}
-            if s.audio_msg_type == adapters.AUDIO_COMMON_STAMPED:
+            if s.audio_msg_type == AUDIO_COMMON_STAMPED:
                 info_cls = adapters.import_audio_common().AudioInfo
                 self._subs.append(node.create_subscription(
                     info_cls, f"{channel}_audio_info", lambda msg, c=channel: self._info.__setitem__(c, msg),
@@ -65,11 +66,9 @@ class AudioInputs:
             self._node.destroy_subscription(sub)
         self._subs = []
 
-    def decode(self, msg, channel: str) -> adapters.RawAudio:
+    def decode(self, msg, channel: str) -> RawAudio:
         """The message's samples and format (``AudioFormatError`` for a malformed one)."""
-        if self._settings.audio_msg_type == adapters.AUDIO_CHUNK:
-            return adapters.from_audio_chunk(msg)
-        return adapters.from_audio_common(msg, self._info.get(channel))
+        return raw_audio(msg, self._settings.audio_msg_type, self._info.get(channel))
 
     def publisher_count(self, channel: str) -> int:
         """Publishers matched by the channel's audio subscription (0 while closed)."""

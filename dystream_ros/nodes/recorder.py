@@ -38,7 +38,7 @@ from rclpy.qos import (
 )
 
 from dystream_ros.config import NS
-from dystream_ros.eval import bagio
+from dystream_ros.io import bags
 
 
 def cdr_stamp_ns(raw: bytes) -> int:
@@ -62,8 +62,8 @@ class Recorder(Node):
         image_topic = p("image_topic", f"{source}/face_image").value
         latent_topic = p("latent_topic", f"{source}/motion_latent").value
         state_topic = p("state_topic", f"{source}/state").value
-        audio_topics = [t for t in p("audio_topics", [bagio.DEFAULT_SPEAKER_TOPIC,
-                                                       bagio.DEFAULT_LISTENER_TOPIC]).value if t]
+        audio_topics = [t for t in p("audio_topics", [bags.DEFAULT_SPEAKER_TOPIC,
+                                                       bags.DEFAULT_LISTENER_TOPIC]).value if t]
         audio_reliable = bool(p("audio_reliable", False).value)
         record_diag = bool(p("diagnostics", True).value)
         info_topic = p("info_topic", f"{source}/dystream_node/info").value
@@ -78,7 +78,7 @@ class Recorder(Node):
         self.out = Path(out)
         self.stats_path = Path(stats) if stats else self.out.with_name(self.out.stem + "_frames.json")
 
-        self.writer = bagio.BagWriter(self.out, storage="mcap", overwrite=overwrite)
+        self.writer = bags.BagWriter(self.out, storage="mcap", overwrite=overwrite)
         self.lock = threading.Lock()
         self.frames: dict[int, dict] = {}
         self.images = 0
@@ -101,11 +101,11 @@ class Recorder(Node):
             self.create_subscription(cls, topic, lambda raw: self._on(topic, raw, handler, cls), qos,
                                      raw=True)
 
-        sub(Image, bagio.IMAGE, image_topic, out_qos, "reliable", self._on_image)
-        sub(MotionLatent, bagio.MOTION_LATENT, latent_topic, out_qos, "reliable", self._on_latent)
-        sub(AvatarState, bagio.AVATAR_STATE, state_topic, out_qos, "reliable", self._on_state)
+        sub(Image, bags.IMAGE, image_topic, out_qos, "reliable", self._on_image)
+        sub(MotionLatent, bags.MOTION_LATENT, latent_topic, out_qos, "reliable", self._on_latent)
+        sub(AvatarState, bags.AVATAR_STATE, state_topic, out_qos, "reliable", self._on_state)
         for t in audio_topics:  # recorded as reliable: what `ros2 bag play` offers the node (input_qos)
-            sub(AudioChunk, bagio.AUDIO_CHUNK, t, audio_qos, "reliable")
+            sub(AudioChunk, bags.AUDIO_CHUNK, t, audio_qos, "reliable")
         if info_topic:
             from std_msgs.msg import String
 

@@ -15,12 +15,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from dystream_ros.audio.messages import AUDIO_MSG_TYPES
 from dystream_ros.config import BACKENDS, SAMPLER_LIMITS, SamplerConfig
 
-__all__ = ["AUDIO_MSG_TYPES", "PARAMS", "PARAM_BY_NAME", "Param", "Settings", "load_params", "load_settings"]
+__all__ = ["PARAMS", "PARAM_BY_NAME", "Param", "Settings", "load_params", "load_settings"]
 
-#: Message types the audio inputs accept (``audio_msg_type``); the first is the default.
-AUDIO_MSG_TYPES = ("dystream_ros/msg/AudioChunk", "audio_common_msgs/msg/AudioDataStamped")
 
 
 def param(default, description: str, *, read_only: bool = False, lo: float | None = None,

@@ -1,4 +1,4 @@
-"""rosbag2 reading and writing without ROS (the ``rosbags`` library), and ``dystream make-bag``.
+"""rosbag2 reading and writing without ROS (the ``rosbags`` library); WAVs as a bag (:func:`make_bag`).
 
 * :func:`typestore` — the ROS 2 Kilted types plus this package's messages (parsed from the
   ``msg/*.msg`` files of the source tree or of an installed ``share/dystream_ros``) plus
@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,18 +37,15 @@ from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_
 from rosbags.typesys.store import Typestore
 
 from dystream_ros.audio import AudioFormatError, decode_pcm
-from dystream_ros.config import NS, SAMPLE_RATE, stamp_to_ns
+from dystream_ros.audio.messages import AUDIO_CHUNK, AUDIO_COMMON_STAMPED, AUDIO_MSG_TYPES, raw_audio
+from dystream_ros.config import NS, SAMPLE_RATE
 from dystream_ros.io.wav import read_wav_frames, to_float
 
-AUDIO_CHUNK = "dystream_ros/msg/AudioChunk"
 MOTION_LATENT = "dystream_ros/msg/MotionLatent"
 AVATAR_STATE = "dystream_ros/msg/AvatarState"
 IMAGE = "sensor_msgs/msg/Image"
 AUDIO_DATA = "audio_common_msgs/msg/AudioData"
-AUDIO_DATA_STAMPED = "audio_common_msgs/msg/AudioDataStamped"
 AUDIO_INFO = "audio_common_msgs/msg/AudioInfo"
-#: Message types that carry audio samples and that replay accepts.
-AUDIO_TYPES = (AUDIO_CHUNK, AUDIO_DATA_STAMPED)
 
 # The avatar node's inputs when it runs in the /dystream namespace (as ``dystream demo`` starts it).
 DEFAULT_SPEAKER_TOPIC = "/dystream/speaker_audio"
@@ -60,7 +56,7 @@ DEFAULT_START_NS = 1_700_000_000 * NS
 # ros-drivers/audio_common, branch ros2 (audio_common_msgs/msg/*.msg).
 AUDIO_COMMON_MSGS = {
     AUDIO_DATA: "uint8[] data\n",
-    AUDIO_DATA_STAMPED: "std_msgs/Header header\naudio_common_msgs/AudioData audio\n",
+    AUDIO_COMMON_STAMPED: "std_msgs/Header header\naudio_common_msgs/AudioData audio\n",
     AUDIO_INFO: (
         "uint8 channels\nuint32 sample_rate\nstring sample_format\nuint32 bitrate\nstring coding_format\n"
     ),
@@ -220,30 +216,23 @@ def pcm_to_mono(data: bytes | np.ndarray, encoding: str, channels: int,
 
 
 def decode_audio(msg, msgtype: str, info=None) -> tuple[np.ndarray, int, int]:
-    """(samples float32 mono, sample_rate, stamp_ns) of an AudioChunk or AudioDataStamped message.
+    """(samples float32 mono, sample_rate, stamp_ns) of an AudioChunk or AudioDataStamped message, by the
+    node's own codec (:func:`dystream_ros.audio.messages.raw_audio`, then :func:`pcm_to_mono`).
 
-    ``info`` is the latest ``audio_common_msgs/AudioInfo`` of that stream; without one the
-    ros-drivers capture defaults for raw audio are assumed (S16LE, mono, 16 kHz).
+    ``info`` is the latest ``audio_common_msgs/AudioInfo`` of that stream; without one audio_common data
+    is refused (``BagError``), as the node refuses it.
     """
-    if msgtype == AUDIO_CHUNK:
-        rate = int(msg.sample_rate)
-        samples = pcm_to_mono(msg.data, msg.encoding, int(msg.channels), rate)
-        return samples, rate, stamp_to_ns(msg.header.stamp)
-    if msgtype == AUDIO_DATA_STAMPED:
-        fmt, channels, rate = "S16LE", 1, 16000
-        if info is not None:
-            coding = (info.coding_format or "wave").lower()
-            if coding not in ("wave", "wav", "raw", "pcm", ""):
-                raise BagError(f"audio_common stream is {info.coding_format!r}, only raw PCM ('wave') is "
-                               "supported; record with audio_capture format:=wave")
-            fmt = info.sample_format or fmt
-            channels, rate = int(info.channels or 1), int(info.sample_rate or rate)
-        return pcm_to_mono(msg.audio.data, fmt, channels, rate), rate, stamp_to_ns(msg.header.stamp)
-    raise BagError(f"{msgtype} is not an audio type ({', '.join(AUDIO_TYPES)})")
+    if msgtype not in AUDIO_MSG_TYPES:
+        raise BagError(f"{msgtype} is not an audio type ({', '.join(AUDIO_MSG_TYPES)})")
+    try:
+        raw = raw_audio(msg, msgtype, info)
+    except AudioFormatError as err:
+        raise BagError(str(err)) from err
+    return pcm_to_mono(raw.data, raw.encoding, raw.channels, raw.sample_rate), raw.sample_rate, raw.stamp_ns
 
 
 def audio_topics(topics: dict[str, str]) -> dict[str, str]:
-    return {t: ty for t, ty in topics.items() if ty in AUDIO_TYPES}
+    return {t: ty for t, ty in topics.items() if ty in AUDIO_MSG_TYPES}
 
 
 def pick_audio_topics(topics: dict[str, str], speaker: str | None = None,
@@ -277,8 +266,22 @@ def pick_audio_topics(topics: dict[str, str], speaker: str | None = None,
     if speaker is None and rest:
         speaker = rest.pop(0)
     if speaker is None:
-        raise BagError(f"no audio topic found (types {', '.join(AUDIO_TYPES)}); topics: {desc}")
+        raise BagError(f"no audio topic found (types {', '.join(AUDIO_MSG_TYPES)}); topics: {desc}")
     return speaker, listener
+
+
+def info_topics_of(all_topics: dict[str, str], topics: Sequence[str]) -> dict[str, str]:
+    """audio topic -> the ``AudioInfo`` topic of its stream in the bag, for ``AudioDataStamped`` topics
+    that have one (``<ns>/audio_info`` as audio_capture names it, or ``<topic>_info`` / ``<topic>/info``)."""
+    out = {}
+    for t in topics:
+        if all_topics.get(t) == AUDIO_COMMON_STAMPED:
+            ns = t.rsplit("/", 1)[0]
+            cands = [f"{ns}/audio_info", f"{t}_info", f"{t}/info"]
+            found = next((c for c in cands if all_topics.get(c) == AUDIO_INFO), None)
+            if found:
+                out[t] = found
+    return out
 
 
 def read_audio(bag: BagReader, topics: Sequence[str]) -> dict[str, list[AudioPacket]]:
@@ -287,14 +290,8 @@ def read_audio(bag: BagReader, topics: Sequence[str]) -> dict[str, list[AudioPac
     For ``audio_common_msgs/AudioDataStamped`` topics the sibling ``audio_info`` topic (same
     namespace) supplies the format when the bag has it.
     """
-    all_topics = bag.topics
-    info_topics = {}
-    for t in topics:
-        if all_topics.get(t) == AUDIO_DATA_STAMPED:
-            ns = t.rsplit("/", 1)[0]
-            cands = [f"{ns}/audio_info", f"{t}_info", f"{t}/info"]
-            info_topics[t] = next((c for c in cands if all_topics.get(c) == AUDIO_INFO), None)
-    wanted = set(topics) | {v for v in info_topics.values() if v}
+    info_topics = info_topics_of(bag.topics, topics)
+    wanted = set(topics) | set(info_topics.values())
     infos: dict[str, object] = {}
     out: dict[str, list[AudioPacket]] = {t: [] for t in topics}
     for topic, msgtype, t_ns, raw in bag.messages(wanted):
@@ -302,7 +299,7 @@ def read_audio(bag: BagReader, topics: Sequence[str]) -> dict[str, list[AudioPac
         if msgtype == AUDIO_INFO:
             infos[topic] = msg
             continue
-        info = infos.get(info_topics.get(topic) or "")
+        info = infos.get(info_topics.get(topic, ""))
         samples, rate, stamp = decode_audio(msg, msgtype, info)
         out[topic].append(AudioPacket(t_ns, stamp, samples, rate))
     return out
@@ -496,35 +493,3 @@ def make_bag(speaker: str | Path, listener: str | Path | None, out: str | Path, 
         for log_ns, _, _, topic, frame_id, stamp, (data, rate, channels, enc) in items:
             writer.write(topic, log_ns, audio_chunk_msg(stamp, data, rate, channels, enc, frame_id))
     return Path(out)
-
-
-def _cmd_make_bag(args: argparse.Namespace) -> int:
-    out = make_bag(args.speaker, args.listener, args.out, chunk_ms=args.chunk_ms, storage=args.storage,
-                   speaker_topic=args.speaker_topic, listener_topic=args.listener_topic,
-                   encoding=args.encoding, overwrite=args.force)
-    with BagReader(out) as bag:
-        topics = bag.topics
-    print(f"wrote {out} ({args.storage}): " + ", ".join(f"{t} [{ty}]" for t, ty in sorted(topics.items())))
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "make-bag", help="write two WAV files (speaker, listener) as a rosbag2 of AudioChunk messages",
-        description="Write a conversation as a rosbag2 (version 9 metadata) of dystream_ros/AudioChunk "
-                    "messages, chunked like a live capture: header.stamp = first sample, bag time = arrival "
-                    "of the last sample. The WAVs keep their rate and channels (the node resamples/mixes).")
-    p.add_argument("--speaker", required=True, help="the robot's own speech (WAV)")
-    p.add_argument("--listener", help="the other party (WAV); omit for a speaker-only bag")
-    p.add_argument("--out", required=True, help="output bag directory (must not exist unless --force)")
-    p.add_argument("--chunk-ms", type=float, default=20.0, help="message duration in ms (default 20)")
-    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    p.add_argument("--speaker-topic", default=DEFAULT_SPEAKER_TOPIC)
-    p.add_argument("--listener-topic", default=DEFAULT_LISTENER_TOPIC)
-    p.add_argument("--encoding", choices=("pcm_s16le", "pcm_f32le"),
-                   help="sample encoding (default: s16 for 16-bit WAVs, else f32)")
-    p.add_argument("--force", action="store_true", help="replace an existing output bag")
-    p.epilog = ("The bag has rosbag2 version 9 metadata (Jazzy/Kilted). ROS 2 Humble cannot parse it: "
-                "there, play the storage file itself (ros2 bag play -s mcap BAG/BAG.mcap) or run "
-                "`ros2 bag reindex BAG` first.")
-    p.set_defaults(func=_cmd_make_bag)

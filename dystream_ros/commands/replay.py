@@ -34,13 +34,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dystream_ros.config import NS
-from dystream_ros.eval import bagio, report
+from dystream_ros.audio import AudioFormatError
+from dystream_ros.audio.messages import raw_audio
+from dystream_ros.config import NS, stamp_to_ns
+from dystream_ros.eval import report
+from dystream_ros.io import bags
+from dystream_ros.runtime.intake import Notice
 
 OUTPUT_NS = "/dystream"
 
@@ -51,22 +55,10 @@ class _Event:
     seq: int
     topic: str
     channel: str
-    packet: bagio.AudioPacket
+    msg: object  # the deserialized message
+    info: object  # audio_common: the stream's latest AudioInfo at this message (None if none yet)
     raw: bytes
     msgtype: str
-
-
-@dataclass
-class FrameRecord:
-    index: int
-    stamp_ns: int
-    step_ms: float
-    processing_ms: float
-    av_offset_ms: float
-    state: int
-    speaker_level_db: float
-    listener_level_db: float
-    timings: dict = field(default_factory=dict)
 
 
 class Timeline:
@@ -88,34 +80,24 @@ class Timeline:
         return out
 
 
-def mix(speaker: np.ndarray, listener: np.ndarray) -> np.ndarray:
-    """Both parties in one mono track (sum; scaled down only if it would clip)."""
-    n = max(len(speaker), len(listener))
-    m = np.zeros(n, np.float32)
-    m[: len(speaker)] += speaker
-    m[: len(listener)] += listener
-    peak = float(np.max(np.abs(m))) if n else 0.0
-    return m / peak if peak > 1.0 else m
-
-
 def _log(level: str, msg: str) -> None:
     print(f"{level}: {msg}", file=sys.stderr)
 
 
-def _read_events(bag: bagio.BagReader, speaker: str, listener: str | None) -> list[_Event]:
+def _read_events(bag: bags.BagReader, speaker: str, listener: str | None) -> list[_Event]:
+    """The audio messages of both topics in bag (arrival) order, each with its stream's AudioInfo."""
     topics = [speaker] + ([listener] if listener else [])
-    audio = bagio.read_audio(bag, topics)
-    raws: dict[str, list[tuple[int, bytes, str]]] = {t: [] for t in topics}
-    for topic, msgtype, t_ns, raw in bag.messages(topics):
-        raws[topic].append((t_ns, raw, msgtype))
+    info_topics = bags.info_topics_of(bag.topics, topics)
+    infos: dict[str, object] = {}
     events = []
-    seq = 0
-    for topic in topics:
+    for seq, (topic, msgtype, t_ns, raw) in enumerate(bag.messages(set(topics) | set(info_topics.values()))):
+        msg = bag.deserialize(raw, msgtype)
+        if msgtype == bags.AUDIO_INFO:
+            infos[topic] = msg
+            continue
         channel = "speaker" if topic == speaker else "listener"
-        for pkt, (t_ns, raw, msgtype) in zip(audio[topic], raws[topic], strict=True):
-            assert pkt.log_ns == t_ns
-            events.append(_Event(t_ns, seq, topic, channel, pkt, raw, msgtype))
-            seq += 1
+        events.append(_Event(t_ns, seq, topic, channel, msg, infos.get(info_topics.get(topic, "")), raw,
+                             msgtype))
     events.sort(key=lambda e: (e.log_ns, e.seq))
     return events
 
@@ -132,32 +114,37 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     scheduler's.
     """
     from dystream_ros.runtime.engine import AvatarEngine
+    from dystream_ros.runtime.intake import AudioIntake
     from dystream_ros.runtime.settings import load_settings
+    from dystream_ros.runtime.stats import StreamStats, Throttle
 
     t_start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with bagio.BagReader(bag_path) as bag:
-        speaker, listener = bagio.pick_audio_topics(bag.topics, speaker_topic, listener_topic)
+    with bags.BagReader(bag_path) as bag:
+        speaker, listener = bags.pick_audio_topics(bag.topics, speaker_topic, listener_topic)
         storage = bag.storage
         events = _read_events(bag, speaker, listener)
     if not events:
-        raise bagio.BagError(f"{bag_path}: no audio messages on {speaker} / {listener}")
+        raise bags.BagError(f"{bag_path}: no audio messages on {speaker} / {listener}")
 
     settings = load_settings(params_file, checkpoint=checkpoint, profile=profile, seed=seed, device=device,
                              reference=str(reference) if reference else None, render=video or lipsync)
     engine = AvatarEngine(settings, pipe=pipe, log=_log)
+    stats = StreamStats()
+    intake = AudioIntake(settings, stats)  # the node's own per-message limits, decoding and counters
+    throttle = Throttle(5.0)
     pipe, sched = engine.pipe, engine.scheduler
     seed = settings.seed
     frame_ns = sched.config.frame_ns
     spf = sched.config.samples_per_frame
 
-    writer = bagio.BagWriter(out / "output.mcap", overwrite=True)
+    writer = bags.BagWriter(out / "output.mcap", overwrite=True)
     img_topic, lat_topic, state_topic = (f"{OUTPUT_NS}/face_image", f"{OUTPUT_NS}/motion_latent",
                                          f"{OUTPUT_NS}/state")
-    writer.add_topic(img_topic, bagio.IMAGE)
-    writer.add_topic(lat_topic, bagio.MOTION_LATENT)
-    writer.add_topic(state_topic, bagio.AVATAR_STATE)
+    writer.add_topic(img_topic, bags.IMAGE)
+    writer.add_topic(lat_topic, bags.MOTION_LATENT)
+    writer.add_topic(state_topic, bags.AVATAR_STATE)
     for t, ty in {e.topic: e.msgtype for e in events}.items():
         writer.add_topic(t, ty)  # reliable, as the node's inputs expect when the bag is played
 
@@ -168,10 +155,10 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         vid = VideoWriter(out / "video.mp4", fps=int(pipe.fps), sample_rate=int(pipe.sample_rate))
     mouth = report.MouthTracker() if lipsync else None
     timeline = Timeline()
-    records: list[FrameRecord] = []
+    records: list[report.FrameRecord] = []
     latents: list[np.ndarray] = []
     resets = 0
-    state_cls = bagio.typestore().types[bagio.AVATAR_STATE]
+    state_cls = bags.typestore().types[bags.AVATAR_STATE]
 
     bar = None
     if progress:
@@ -198,20 +185,20 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
             job, frame = fo.job, fo.frame
             publish += fo.step_ms / 1e3
             proc, avo = fo.latency_ms(publish)
-            rec = FrameRecord(job.index, job.stamp_ns, fo.step_ms, proc, avo, fo.state, job.speaker_level_db,
-                              job.listener_level_db, dict(frame.timings))
+            rec = report.FrameRecord(job.index, job.stamp_ns, fo.step_ms, proc, avo, fo.state,
+                                     job.speaker_level_db, job.listener_level_db, dict(frame.timings))
             records.append(rec)
             lat = np.asarray(frame.latent, dtype=np.float32).reshape(-1)
             latents.append(lat)
-            writer.write(lat_topic, job.stamp_ns, bagio.latent_msg(
+            writer.write(lat_topic, job.stamp_ns, bags.latent_msg(
                 job.stamp_ns, job.index, lat, pipe.profile, pipe.checkpoint_id, fo.model_ms, proc))
             writer.write(state_topic, job.stamp_ns, state_cls(
-                header=bagio.header(job.stamp_ns), state=fo.state, frame_index=job.index,
+                header=bags.header(job.stamp_ns), state=fo.state, frame_index=job.index,
                 processing_ms=proc, av_offset_ms=avo if np.isfinite(avo) else 0.0,
                 skipped_frames=fo.session_skipped, speaker_level_db=job.speaker_level_db,
                 listener_level_db=job.listener_level_db))
             if frame.image is not None:
-                writer.write(img_topic, job.stamp_ns, bagio.image_msg(job.stamp_ns, frame.image))
+                writer.write(img_topic, job.stamp_ns, bags.image_msg(job.stamp_ns, frame.image))
                 if vid is not None:
                     vid.add_frame(frame.image)
                 if mouth is not None:
@@ -229,9 +216,8 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         while tick <= ev.log_ns:
             run_tick(tick, None)
             tick += frame_ns
-        engine.push(ev.channel, ev.packet.samples, ev.packet.sample_rate, ev.packet.stamp_ns,
-                    arrival=ev.log_ns / NS, now_ns=ev.log_ns)
-        writer.write_raw(ev.topic, ev.packet.stamp_ns, ev.raw)
+        _push(ev, engine, intake, stats, throttle)
+        writer.write_raw(ev.topic, stamp_to_ns(ev.msg.header.stamp) or ev.log_ns, ev.raw)
     # After the bag: the channels' waits expire and the last frames (lookahead = silence) come out.
     # Stop once the frames cover the audio (the node itself would go on producing silent frames).
     n_target = -(-max(ch.high_water for ch in sched.channels.values()) // spf)
@@ -249,7 +235,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     speaker_audio = timeline.get("speaker", audio_len)
     listener_audio = timeline.get("listener", audio_len)
     if vid is not None:
-        vid.close(mix(speaker_audio, listener_audio) if vid.frames else None)
+        vid.close(report.mix(speaker_audio, listener_audio) if vid.frames else None)
     lat_arr = np.stack(latents) if latents else np.zeros((0, int(getattr(pipe, "latent_dim", 0))), np.float32)
     np.save(out / "latents.npy", lat_arr)
 
@@ -259,7 +245,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         note=(mouth.note if mouth is not None else "lip sync not requested"))
     wall_s = time.perf_counter() - t_start
     audio_s = audio_len / pipe.sample_rate
-    rep = build_report(
+    rep = report.build_report(
         records, fps=int(pipe.fps), skipped=sched.stats.skipped_frames, lipsync=ls_entry, pipe=pipe,
         mode="offline",
         latency_model=("simulated real-time arrival: messages arrive at their bag time, 40 ms timer ticks in "
@@ -275,6 +261,8 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
             "realtime_factor": round(audio_s / wall_s, 2) if wall_s > 0 else None,
             "scheduler": {k: getattr(sched.stats, k) for k in ("frames", "skipped_frames", "streams",
                                                                 "restamped_messages", "silence_samples")},
+            "input_messages": {"received": sum(stats.received.values()), "accepted": dict(stats.accepted),
+                               "bad": dict(stats.bad_messages)},
         })
     title = f"offline replay of {Path(bag_path).name} ({pipe.profile}, {rep['checkpoint']})"
     report.plot_latency(out / "latency.png", [r.step_ms for r in records],
@@ -286,35 +274,21 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
     return rep
 
 
-def build_report(records: list[FrameRecord], *, fps: int, skipped: int, lipsync: dict, pipe=None,
-                 backend: str | None = None, profile: str | None = None, checkpoint: str | None = None,
-                 mode: str, latency_model: str, extra: dict | None = None) -> dict:
-    """report.json (DESIGN.md §6 fields first, then context)."""
-    if pipe is not None:
-        backend = backend or str(getattr(pipe, "backend_name", None) or "torch")
-        profile = profile or str(pipe.profile)
-        checkpoint = checkpoint or str(pipe.checkpoint_id)
-    stage = {}
-    keys = sorted({k for r in records for k in r.timings})
-    for k in keys:
-        stage[k] = report.stats([r.timings.get(k) for r in records], ("p50", "p95", "max"))
-    rep = {
-        "frames": len(records),
-        "fps": fps,
-        "step_ms": report.stats([r.step_ms for r in records]),
-        "processing_ms": report.stats([r.processing_ms for r in records]),
-        "av_offset_ms": report.stats([r.av_offset_ms for r in records], ("p50", "p95", "p99")),
-        "skipped_frames": int(skipped),
-        "lipsync": lipsync,
-        "backend": backend,
-        "profile": profile,
-        "checkpoint": checkpoint,
-        "mode": mode,
-        "latency_model": latency_model,
-        "stage_ms": stage,
-    }
-    rep.update(extra or {})
-    return rep
+def _push(ev: _Event, engine, intake, stats, throttle) -> None:
+    """One bag message into the engine as the node takes it: the same codec, limits and counters."""
+    stats.received[ev.channel] += 1
+    try:
+        raw = raw_audio(ev.msg, ev.msgtype, ev.info)
+    except AudioFormatError as e:
+        stats.bad_messages[e.kind] += 1
+        notes = [Notice(f"bad:{e.kind}:{ev.channel}", "warning", f"{ev.topic}: {e}; message dropped")]
+    else:
+        notes, _ = intake.take(engine, ev.channel, raw.data, raw.encoding, raw.channels, raw.sample_rate,
+                               raw.stamp_ns, arrival=ev.log_ns / NS, now_ns=ev.log_ns)
+    for n in notes:
+        held = throttle(n.key)
+        if held is not None and n.level != "info":
+            _log("warning", n.text + (f" ({held} similar message(s) suppressed)" if held else ""))
 
 
 # ---- CLI -------------------------------------------------------------------------------------------
@@ -326,7 +300,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                      listener_topic=args.listener_topic, checkpoint=args.checkpoint, profile=args.profile,
                      reference=args.reference, seed=args.seed, device=args.device,
                      params_file=args.params_file, progress=not args.no_progress, video=not args.no_video)
-    except bagio.BagError as err:
+    except bags.BagError as err:
         print(f"dystream replay: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from dystream_ros.config import FPS, NS, SAMPLE_RATE
-from dystream_ros.eval import bagio, report
+from dystream_ros.eval import report
+from dystream_ros.io import bags
 from dystream_ros.io.wav import read_wav_frames, resample_to
 
 NODE_NS = "/dystream"
@@ -136,11 +137,11 @@ def _input_bag(args, out: Path) -> tuple[Path, float]:
         if args.seconds:
             spk = _trim(spk, out / "speaker.wav", args.seconds)
             lis = _trim(lis, out / "listener.wav", args.seconds)
-        bag = bagio.make_bag(spk, lis, out / "input_bag", chunk_ms=args.chunk_ms, storage="mcap",
+        bag = bags.make_bag(spk, lis, out / "input_bag", chunk_ms=args.chunk_ms, storage="mcap",
                              overwrite=True)
-    with bagio.BagReader(bag) as r:
-        speaker, listener = bagio.pick_audio_topics(r.topics)
-        audio = bagio.read_audio(r, [t for t in (speaker, listener) if t])
+    with bags.BagReader(bag) as r:
+        speaker, listener = bags.pick_audio_topics(r.topics)
+        audio = bags.read_audio(r, [t for t in (speaker, listener) if t])
     origin = min(p[0].stamp_ns for p in audio.values() if p)
     end = max(p[-1].stamp_ns - origin + len(p[-1].samples) * NS // p[-1].sample_rate
               for p in audio.values() if p)
@@ -179,7 +180,7 @@ def run_demo(args) -> int:
               file=sys.stderr)
         return 2
     params_default = next(
-        (c for c in bagio.package_share_candidates("config/default.yaml") if c.is_file()), None)
+        (c for c in bags.package_share_candidates("config/default.yaml") if c.is_file()), None)
 
     ckpt, random_weights = choose_checkpoint(args.checkpoint)
     if random_weights:
@@ -217,8 +218,8 @@ def run_demo(args) -> int:
     rec_cmd = [py, str(recorder_exe), "--ros-args", "-p", f"out:={out / 'output.mcap'}",
                "-p", f"source:={NODE_NS}", "-p", "audio_reliable:=true",
                "-p", f"stop_after_frame:={n_frames - 1}", "-p", "stop_grace_s:=3.0"]
-    with bagio.BagReader(bag) as r:
-        topics = bagio.pick_audio_topics(r.topics)
+    with bags.BagReader(bag) as r:
+        topics = bags.pick_audio_topics(r.topics)
     rec_cmd += ["-p", "audio_topics:=[" + ",".join(f"'{t}'" for t in topics if t) + "]"]
     player_cmd = [py, str(player_exe), str(bag), "--ros-args", "-p", "wait_for_subscribers:=2",
                   "-p", f"wait_timeout_s:={args.timeout}", "-p", "start_delay_s:=1.0"]
@@ -284,9 +285,9 @@ def run_demo(args) -> int:
 def bag_audio_16k(bag: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     """(speaker, listener, origin stamp ns): the bag's conversation at 16 kHz on the stream timeline
     (sample 0 = the first stamp on either channel, as the node's frame 0)."""
-    with bagio.BagReader(bag) as r:
-        speaker, listener = bagio.pick_audio_topics(r.topics)
-        audio = bagio.read_audio(r, [t for t in (speaker, listener) if t])
+    with bags.BagReader(bag) as r:
+        speaker, listener = bags.pick_audio_topics(r.topics)
+        audio = bags.read_audio(r, [t for t in (speaker, listener) if t])
     origin = min(p[0].stamp_ns for p in audio.values() if p)
     out = []
     for topic in (speaker, listener):
@@ -307,7 +308,6 @@ def bag_audio_16k(bag: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
 
 def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool = False) -> dict:
     """Video, plots and report.json of a live recording (``out/output.mcap`` + its ``_frames.json``)."""
-    from dystream_ros.eval.replay import FrameRecord, build_report, mix
     from dystream_ros.io.video import VideoWriter
 
     stats = json.loads((out / "output_frames.json").read_text())
@@ -319,10 +319,10 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
     speaker, listener, _ = bag_audio_16k(input_bag)
     audio_len = max(len(speaker), len(listener) if listener is not None else 0)
     images: dict[int, np.ndarray] = {}
-    with bagio.BagReader(out / "output.mcap") as bag:
+    with bags.BagReader(out / "output.mcap") as bag:
         for _, ty, t_ns, raw in bag.messages([image_topic]):
             if t_ns in stamps:
-                images[stamps[t_ns]] = bagio.image_to_array(bag.deserialize(raw, ty))
+                images[stamps[t_ns]] = bags.image_to_array(bag.deserialize(raw, ty))
     # Frames the node skipped (or that were lost) hold the previous image, as a display would.
     vid = VideoWriter(out / "video.mp4", fps=FPS, sample_rate=SAMPLE_RATE) if images else None
     mouth = report.MouthTracker() if images else None
@@ -343,7 +343,7 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
     if listener is not None:
         listener_track[: len(listener)] = listener
     if vid is not None:
-        vid.close(mix(speaker_track, listener_track))
+        vid.close(report.mix(speaker_track, listener_track))
     ls_entry, mouth_sig, env = report.lipsync_entry(
         mouth.readings() if mouth else None, speaker_track, listener_track if listener is not None else None,
         note=mouth.note if mouth else "the node published no images (render or publish_image off)")
@@ -352,14 +352,14 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
     e2e = []
     for i in indices:
         f = frames[i]
-        records.append(FrameRecord(i, f["stamp_ns"], f["step_ms"], f["processing_ms"],
+        records.append(report.FrameRecord(i, f["stamp_ns"], f["step_ms"], f["processing_ms"],
                                    f.get("av_offset_ms", float("nan")), f.get("state", 0),
                                    f.get("speaker_level_db", 0.0), f.get("listener_level_db", 0.0)))
         e2e.append((f["recv_ns"] - f["stamp_ns"]) / 1e6)
     info = stats.get("node_info") or {}
     skipped = max((frames[i].get("skipped_frames", 0) for i in indices), default=0)
     missing = [i for i in range(n_frames) if i not in frames]
-    rep = build_report(
+    rep = report.build_report(
         records, fps=FPS, skipped=skipped, lipsync=ls_entry,
         backend=str(info.get("backend", "unknown"))
         + (f"/{info['precision']}" if info.get("precision") else ""),
@@ -420,7 +420,7 @@ def summary(rep: dict, out: Path) -> str:
 def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         return run_demo(args)
-    except (RuntimeError, bagio.BagError) as err:
+    except (RuntimeError, bags.BagError) as err:
         print(f"dystream demo failed: {err}", file=sys.stderr)
         return 1
 
