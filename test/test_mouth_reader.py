@@ -18,6 +18,8 @@ from dystream_ros.data.face import (
     render,
 )
 from dystream_ros.eval import mouth_reader as mr
+from dystream_ros.eval.mouth_reader import network as mrn
+from dystream_ros.eval.mouth_reader import training as mr_training
 
 
 def smooth(n, seed, sigma, lo, hi):
@@ -89,7 +91,7 @@ def test_shipped_weights_metadata_and_size():
     cfg = json.loads(meta["config"])
     training = json.loads(meta["training"])
     heldout = json.loads(meta["heldout"])
-    assert meta["format"] == mr.FORMAT and cfg["outputs"][:3] == ["jaw_open", "lip_close", "head_pitch"]
+    assert meta["format"] == mrn.FORMAT and cfg["outputs"][:3] == ["jaw_open", "lip_close", "head_pitch"]
     assert training["identities"] == f"TRAIN_IDENTITIES {TRAIN_IDENTITIES.start}..{TRAIN_IDENTITIES.stop - 1}"
     assert "mouth_reader train" in training["command"]
     # Pressed lips hide the jaw, so jaw_open is judged where the lips are apart; mouth = jaw * (1 - close).
@@ -163,7 +165,7 @@ def test_load_rejects_wrong_shapes_names_and_format(tmp_path):
 def test_train_command_smoke(tmp_path):
     """The training entry point runs end to end (tiny) and writes a loadable, self-describing file."""
     out = tmp_path / "tiny.safetensors"
-    assert mr.main(["train", "--out", str(out), "--samples", "96", "--epochs", "1", "--workers", "1",
+    assert mr_training.main(["train", "--out", str(out), "--samples", "96", "--epochs", "1", "--workers", "1",
                     "--quiet", "--heldout-samples", "16"]) == 0
     r = mr.MouthReader.load("synthetic", out)
     assert r.meta["training"]["samples"] == 96 and "jaw_open_corr" in r.meta["heldout"]

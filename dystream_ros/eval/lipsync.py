@@ -394,7 +394,7 @@ _DEFAULT_READERS: dict[str, Any] = {}
 def load_reader(kind_or_reader):
     """A loaded :class:`~dystream_ros.eval.mouth_reader.MouthReader`: ``kind_or_reader`` itself, or the
     shipped reader of that kind (``synthetic``, ``mediapipe``), loaded once per process."""
-    from dystream_ros.eval.mouth_reader import MouthReader
+    from dystream_ros.eval.mouth_reader.readers import MouthReader
 
     if isinstance(kind_or_reader, str):
         if kind_or_reader not in _DEFAULT_READERS:
@@ -636,7 +636,7 @@ def _fmt(x, spec=".3f"):
 
 
 def _cmd_lipsync(args) -> int:
-    from dystream_ros.eval.mouth_reader import MouthReader
+    from dystream_ros.eval.mouth_reader.readers import MouthReader
 
     frames, vfps, vaudio, _ = load_frames(video=args.video, frames_dir=args.frames_dir)
     fps = float(args.fps or vfps or FPS)

@@ -47,7 +47,7 @@ class MouthTracker:
         self._parts: dict[str, list[np.ndarray]] = {}
         self.frames = 0
         try:
-            from dystream_ros.eval.mouth_reader import MouthReader
+            from dystream_ros.eval.mouth_reader.readers import MouthReader
 
             self.reader = MouthReader.load(kind)
         except Exception as err:  # missing module or weights: report it, never fail the replay
