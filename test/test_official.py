@@ -366,3 +366,40 @@ def test_render_and_random_pipeline():
     s.steps = 2
     with pytest.raises(ValueError):
         s.steps = 0
+
+
+def test_half_precision_path_runs_on_cpu(tiny_model):
+    """The reduced-precision path (meant for CUDA) in bfloat16 on the CPU: GPT and head in bf16, audio and
+    autoencoder in fp32; the latents stay close to the fp32 ones."""
+    cfg = _cfg(audio_window_frames=20, lookahead_frames=1)
+    n = 640 * 6
+    spk, lis = _speech(n, 5), np.zeros(n, np.float32)
+    full = load(cfg, mode="streaming", render=True)
+    half = load(cfg, mode="streaming", render=True, half="bfloat16")
+    assert next(half.model.gpt.parameters()).dtype == torch.bfloat16
+    assert next(half.model.audio_self.parameters()).dtype == torch.float32
+    _, a = _run(full, spk, lis, chunk=n)
+    _, b = _run(half, spk, lis, chunk=n)
+    la, lb = np.stack([f.latent for f in a]), np.stack([f.latent for f in b])
+    assert np.isfinite(lb).all() and b[0].image.dtype == np.uint8
+    assert np.sqrt(((la - lb) ** 2).mean()) < 0.1 * np.abs(la).mean() + 0.05
+
+
+def test_the_engine_drives_the_official_session(tiny_model):
+    """runtime's AvatarEngine (node, replay, render) runs the official pipeline through the Session interface:
+    its offline stream gives the frames a direct streaming session gives."""
+    from dystream_ros.runtime.engine import AvatarEngine, model_sampler
+    from dystream_ros.runtime.settings import Settings
+
+    pipe = OfficialPipeline(tiny_model, "tiny", mode="streaming", render=False)
+    n = 640 * 10
+    spk, lis = _speech(n, 6), _speech(n, 7) * 0.2
+    engine = AvatarEngine(
+        Settings(num_threads=1, warmup_frames=0, **model_sampler(pipe)),
+        pipe=pipe,
+        reference=np.full((32, 32, 3), 128, np.uint8),
+    )
+    got = np.stack([o.frame.latent for o in engine.offline(spk, lis)])
+    assert got.shape == (10, tiny_model.cfg.latent_dim)
+    _, direct = _run(pipe, spk, lis, chunk=640)
+    np.testing.assert_allclose(got[: len(direct)], np.stack([f.latent for f in direct]), atol=1e-6)

@@ -30,7 +30,8 @@ class Engine:
         self.model = model
         self.cfg = model.cfg
         self.device = torch.device(device)
-        self.dtype = next(model.gpt.parameters()).dtype
+        self.dtype = next(model.gpt.parameters()).dtype  # GPT, time embedding and head
+        self.audio_dtype = next(model.audio_self.parameters()).dtype
         self.keep = branch_keep(self.device, self.dtype)
         self.weights = guidance_weights(self.cfg.sampler)
         self._grids: dict[int, tuple] = {}
@@ -48,8 +49,8 @@ class Engine:
     @torch.no_grad()
     def encode_track(self, enc: Wav2Vec2Encoder, wave: np.ndarray) -> torch.Tensor:
         """(S,) raw samples -> (1, T, C) 25 Hz features of exactly this input (normalised as a whole)."""
-        x = prepare(wave, self.cfg.audio.pad_samples).to(self.device, self.dtype)
-        return to_25hz(enc(x))
+        x = prepare(wave, self.cfg.audio.pad_samples).to(self.device, self.audio_dtype)
+        return to_25hz(enc(x)).to(self.dtype)
 
     # -- conditioning -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -70,11 +71,23 @@ class Engine:
         f_self: torch.Tensor,
         f_other: torch.Tensor,
         anchor_terms: list[torch.Tensor],
+        branches: list[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The released window: history (1, R, D), features (1, R, C) aligned with it ->
-        (c (5, 1, D), last hidden (5, R, W), audio tokens (5, R, W))."""
-        audio = self.audio_tokens(f_self, f_other)
-        c, h = self.model.gpt.window_forward(history.to(self.device, self.dtype), audio, anchor_terms)
+        (c (5, 1, D), last hidden (5, R, W), audio tokens (5, R, W)).
+
+        ``branches``: compute only these (the other rows of c are zero); the branches are independent, so
+        this is exact for the ones computed."""
+        if branches is None:
+            audio = self.audio_tokens(f_self, f_other)
+            c, h = self.model.gpt.window_forward(history.to(self.device, self.dtype), audio, anchor_terms)
+            return c[:, None], h, audio
+        idx = torch.tensor(branches, device=self.device)
+        audio = self.model.gpt.audio_tokens(f_self, f_other, self.keep[idx])
+        anc = [a[idx] for a in anchor_terms]
+        c_sub, h = self.model.gpt.window_forward(history.to(self.device, self.dtype), audio, anc)
+        c = torch.zeros(5, c_sub.shape[-1], device=self.device, dtype=c_sub.dtype)
+        c[idx] = c_sub
         return c[:, None], h, audio
 
     @torch.no_grad()

@@ -43,6 +43,7 @@ from dystream_ros.official.model import OfficialModel, load_official
 __all__ = ["Frame", "OfficialPipeline", "OfficialSession", "load", "noise_seed"]
 
 _MASK64 = (1 << 64) - 1
+HALF = {"none": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -241,10 +242,11 @@ class OfficialSession:
     def set_reference(self, image: np.ndarray) -> None:
         """New appearance and m0 (also the anchor; a custom anchor is cleared)."""
         model, dev, dt = self._pipe.model, self._eng.device, self._eng.dtype
-        ref = _image_tensor(image, self._cfg.autoencoder.image_size, dev, dt)
         with torch.no_grad():
             if model.ae is not None:
-                self._m0 = model.ae.motion_encoder(ref)
+                ae_dt = next(model.ae.parameters()).dtype
+                ref = _image_tensor(image, self._cfg.autoencoder.image_size, dev, ae_dt)
+                self._m0 = model.ae.motion_encoder(ref).to(dt)
                 self._volume = model.ae.face_encoder(ref) if self._pipe.render else None
             else:  # latents-only file: no motion encoder; a neutral latent
                 self._m0 = torch.zeros(1, self._cfg.latent_dim, device=dev, dtype=dt)
@@ -339,8 +341,8 @@ class OfficialSession:
     @torch.no_grad()
     def _encode_window(self, ch: int, w: np.ndarray) -> torch.Tensor:
         enc = (self._pipe.model.audio_self, self._pipe.model.audio_other)[ch]
-        x = prepare(w, self._cfg.audio.pad_samples).to(self._eng.device, self._eng.dtype)
-        f = to_25hz(enc(x))
+        x = prepare(w, self._cfg.audio.pad_samples).to(self._eng.device, self._eng.audio_dtype)
+        f = to_25hz(enc(x)).to(self._eng.dtype)
         i = f.shape[1] - 1 - self._cfg.streaming.lookahead_frames
         return f[:, i : i + 1]
 
@@ -351,6 +353,12 @@ class OfficialSession:
         return self._eng.audio_tokens(fs, fo)
 
     # -- the frame --------------------------------------------------------------------------------
+    def _clock(self) -> float:
+        """perf_counter after the device's queued work (per-stage times on CUDA)."""
+        if self._eng.device.type == "cuda":
+            torch.cuda.synchronize(self._eng.device)
+        return time.perf_counter()
+
     @torch.no_grad()
     def step(self) -> Frame | None:
         """Produce the next frame, or None until its audio (incl. lookahead) is buffered on both channels."""
@@ -359,25 +367,27 @@ class OfficialSession:
         n, eng, cfg = self._next, self._eng, self._cfg
         R = cfg.gpt.history
         gpt = self._pipe.model.gpt
-        t0 = time.perf_counter()
+        t0 = self._clock()
         if self.mode == "release":
             fs, fo = self._release_features()
-            t1 = time.perf_counter()
+            t1 = self._clock()
             # frame n = window start n of the prefixed clip: features n+1 .. n+R
+            w = self._weights()
+            used = [0] + [b for b in range(1, 5) if float(w[b]) != 0.0]  # a weight-0 branch is never read
             c, _, _ = eng.window_condition(
-                self._history, fs[:, n + 1 : n + 1 + R], fo[:, n + 1 : n + 1 + R], self._anchor_terms
+                self._history, fs[:, n + 1 : n + 1 + R], fo[:, n + 1 : n + 1 + R], self._anchor_terms, used
             )
         else:
             if self._ring is None:  # the first window: R tokens for frames n-R+1 .. n, history m0
                 audio = self._stream_tokens(range(n - R + 1, n + 1))
-                t1 = time.perf_counter()
+                t1 = self._clock()
                 self._ring = gpt.new_ring(5, eng.device, eng.dtype)
                 c = gpt.ring_prefill(self._ring, self._history, audio, self._anchor_terms)[:, None]
             else:
                 audio = self._stream_tokens(range(n, n + 1))
-                t1 = time.perf_counter()
+                t1 = self._clock()
                 c = gpt.ring_step(self._ring, self._prev, audio, self._anchor_terms)[:, None]
-        t2 = time.perf_counter()
+        t2 = self._clock()
         sig, ts, temb = eng.grid(self._steps)
         from dystream_ros.official.head import sample
 
@@ -391,17 +401,18 @@ class OfficialSession:
             ts,
             temb_cache=temb,
         )
-        t3 = time.perf_counter()
+        t3 = self._clock()
         if self._first_latent is None:
             self._first_latent = latent.reshape(1, -1)
         image = None
         if self._pipe.render and self._volume is not None:
             ae = self._pipe.model.ae
             src = self._first_latent if self.mode == "release" else self._m0
-            img = ae.decode(src, latent.reshape(1, -1), self._volume)
+            vd = self._volume.dtype
+            img = ae.decode(src.to(vd), latent.reshape(1, -1).to(vd), self._volume)
             image = (img[0].permute(1, 2, 0).float() * 127.5 + 128.0).clamp_(0.0, 255.0).to(torch.uint8)
             image = image.contiguous().cpu().numpy()
-        t4 = time.perf_counter()
+        t4 = self._clock()
         self._prev = latent
         self._history = torch.cat([self._history[:, 1:], latent], dim=1)
         self._generated += 1
@@ -484,14 +495,25 @@ def load(
     device: str | torch.device = "cpu",
     render: bool = True,
     mode: str | None = None,
-    dtype: torch.dtype = torch.float32,
+    half: str = "none",
 ) -> OfficialPipeline:
     """A converted checkpoint (``dystream convert-official``), or an :class:`OfficialConfig` for seeded random
-    weights, as a pipeline. ``dtype`` float16/bfloat16 is meant for CUDA (the QR basis stays fp32)."""
+    weights, as a pipeline.
+
+    ``half``: ``float16`` or ``bfloat16`` runs the GPT, time embedding and flow head in that precision (the
+    head's LayerNorm-modulation and Euler update stay fp32, as released); the wav2vec2 encoders and the
+    autoencoder stay fp32 (fp16 attention in wav2vec2 and fp16 SPADE are known to degrade / overflow).
+    """
+    if half not in HALF:
+        raise ValueError(f"half must be one of {sorted(HALF)}, got {half!r}")
     if isinstance(checkpoint, OfficialConfig):
         torch.manual_seed(0)
-        model = OfficialModel(checkpoint, render=render).to(device=device, dtype=dtype).eval()
-        return OfficialPipeline(model, "random", device, mode, render)
-    path = Path(checkpoint)
-    model = load_official(path, device=device, render=render, dtype=dtype)
-    return OfficialPipeline(model, f"{path.name}", device, mode, render)
+        model, cid = OfficialModel(checkpoint, render=render), "random"
+    else:
+        path = Path(checkpoint)
+        model, cid = load_official(path, render=render), path.name
+    model = model.to(device).eval()
+    if HALF[half] is not None:
+        for part in (model.gpt, model.time_embed, model.head):
+            part.to(HALF[half])
+    return OfficialPipeline(model, cid, device, mode, render)
