@@ -110,12 +110,13 @@ class DirectStream:
     kind = "input"
 
     def __init__(self, *, device: str = "", rate: int = 0, channels: int = 1, blocksize: int = 0,
-                 latency: str | float = "low", dtype: str = "int16", rate_fallback: bool = True,
-                 stall_s: float = 1.0, now_ns=time.time_ns, log=None):
+                 block_ms: float = 0.0, latency: str | float = "low", dtype: str = "int16",
+                 rate_fallback: bool = True, stall_s: float = 1.0, now_ns=time.time_ns, log=None):
         self.device_spec = device
         self.requested_rate = int(rate)
         self.channels = int(channels)
         self.blocksize = int(blocksize)
+        self.block_ms = float(block_ms)  # with blocksize 0: blocks of this duration (0: the host's choice)
         self.latency = latency
         self.dtype = dtype
         self.rate_fallback = bool(rate_fallback)
@@ -172,7 +173,8 @@ class DirectStream:
         self.clock.reset()
         self.rate = rate
         self._prepare(rate, channels)
-        stream = cls(device=idx, channels=channels, samplerate=rate, blocksize=self.blocksize,
+        blocksize = self.blocksize or int(round(rate * self.block_ms / 1000.0))
+        stream = cls(device=idx, channels=channels, samplerate=rate, blocksize=blocksize,
                      dtype=self.dtype, latency=self.latency, callback=self._callback)
         self._last_callback = time.monotonic()
         stream.start()
@@ -183,7 +185,7 @@ class DirectStream:
             self.counters.opens += 1
             self.counters.latency_ms = float(stream.latency) * 1000.0
         self._log("info", f"{self.kind} stream open: device {idx} ({info['name']}), {rate} Hz, "
-                          f"{channels} ch, block {self.blocksize or 'auto'}, "
+                          f"{channels} ch, block {blocksize or 'auto'}, "
                           f"latency {stream.latency * 1000:.1f} ms")
 
     def _prepare(self, rate: int, channels: int) -> None:
