@@ -7,6 +7,7 @@ import pytest
 from scipy.io import wavfile
 
 from dystream_ros.io import bags
+from dystream_ros.io.images import image_msg_to_rgb
 
 
 def _wavs(tmp_path, seconds=(1.0, 0.8)):
@@ -126,5 +127,5 @@ def test_single_file_mcap_writer_stores_definitions(tmp_path):
         msgs = {t: bag.deserialize(raw, ty) for t, ty, _, raw in bag.messages()}
         # definitions travel in the file: a reader needs no local types to decode them
         assert all(c.msgdef.data for c in bag._reader.connections)
-    np.testing.assert_array_equal(bags.image_to_array(msgs["/face"]), img)
+    np.testing.assert_array_equal(image_msg_to_rgb(msgs["/face"]), img)
     assert list(msgs["/lat"].latent) == [0.0, 1.0, 2.0] and msgs["/lat"].profile == "lite"

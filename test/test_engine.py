@@ -114,8 +114,8 @@ def test_interrupt_drops_queued_speech_and_the_model_hears_silence_from_the_next
     assert [o.job.index for o in before] == list(range(10))
     assert all(o.state == STATES["both"] for o in before)
 
-    dropped = engine.interrupt("speaker", wall=0.41)
-    assert dropped == 40 * spf  # frames 10..49 of the burst: everything from the next frame's start
+    first, dropped = engine.interrupt("speaker", wall=0.41)
+    assert first == 10 and dropped == 40 * spf  # frames 10..49 of the burst: all from the next frame on
     st = engine.scheduler.channels["speaker"].stats
     assert st.interrupts == 1 and st.interrupted_samples == dropped
     # speech of the interrupted span still arriving is late (counted), not spoken
@@ -149,5 +149,5 @@ def test_interrupt_drops_queued_speech_and_the_model_hears_silence_from_the_next
 
 def test_interrupt_without_a_stream_drops_nothing(pipe):
     engine = AvatarEngine(Settings(warmup_frames=0, num_threads=0), pipe=pipe, reference=REF)
-    assert engine.interrupt("speaker", wall=0.0) == 0
+    assert engine.interrupt("speaker", wall=0.0) == (0, 0)
     assert engine.scheduler.channels["speaker"].stats.interrupts == 0

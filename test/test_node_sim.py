@@ -337,7 +337,8 @@ def test_interrupt_service_and_topic_drop_queued_speech(sim):
     assert wait_for(lambda: node._engine.scheduler.next_frame >= 8, 30)
     res = _call(probe, Trigger, "/dystream_node/interrupt", Trigger.Request())
     assert res.success, res.message
-    first_silent = node._engine.scheduler.next_frame
+    first_silent = int(res.message.rsplit("silent from frame ", 1)[1])
+    assert first_silent >= 8
     snap = node.stats_snapshot()
     dropped = snap["speaker_interrupted_samples"]
     assert snap["speaker_interrupts"] == 1 and f"dropped {dropped} queued speaker samples" in res.message

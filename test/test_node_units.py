@@ -50,8 +50,8 @@ def test_spec_validation():
 def test_image_codec_roundtrip_and_encodings():
     from builtin_interfaces.msg import Time
 
-    from dystream_ros.io.images import fit_square
-    from dystream_ros.nodes.image_codec import image_msg_to_rgb, rgb_to_image_msg, rgb_to_jpeg_msg
+    from dystream_ros.io.images import fit_square, image_msg_to_rgb
+    from dystream_ros.nodes.image_codec import rgb_to_image_msg, rgb_to_jpeg_msg
 
     def zero_time():
         return Time()
@@ -113,10 +113,10 @@ def test_audio_adapters():
     try:
         import audio_common_msgs  # noqa: F401
     except ImportError:
-        from dystream_ros.nodes.audio_adapters import message_class
+        from dystream_ros.nodes.audio_adapters import audio_message_class
 
         with pytest.raises(ImportError, match="audio_common_msgs"):
-            message_class(ad.AUDIO_COMMON_STAMPED)
+            audio_message_class(ad.AUDIO_COMMON_STAMPED)
 
 
 def test_launch_file_compiles():

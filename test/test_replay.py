@@ -15,6 +15,7 @@ from scipy.io import wavfile
 from dystream_ros.commands import replay
 from dystream_ros.config import stamp_to_ns
 from dystream_ros.io import bags
+from dystream_ros.io.images import image_msg_to_rgb
 
 SECONDS = 1.2
 SR = 16000
@@ -180,7 +181,7 @@ def test_replay_writes_video_bag_report_and_plots(conversation, tmp_path):
     for k, (t_ns, m) in enumerate(lat):
         assert m.frame_index == k and t_ns == bags.DEFAULT_START_NS + 40_000_000 * k
     np.testing.assert_array_equal(np.stack([m.latent for _, m in lat]), np.load(out / "latents.npy"))
-    assert bags.image_to_array(img[0][1]).shape == (256, 256, 3)
+    assert image_msg_to_rgb(img[0][1]).shape == (256, 256, 3)
 
 
 def test_replay_reports_missing_topic(conversation, tmp_path):

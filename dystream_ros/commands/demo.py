@@ -31,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dystream_ros.audio.resample import resample
 from dystream_ros.config import FPS, NS, SAMPLE_RATE
 from dystream_ros.eval import report
 from dystream_ros.io import bags
-from dystream_ros.io.wav import read_wav_frames, resample_to
+from dystream_ros.io.images import image_msg_to_rgb
+from dystream_ros.io.wav import read_wav_frames
 
 NODE_NS = "/dystream"
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "assets" / "sample"
@@ -296,7 +298,7 @@ def bag_audio_16k(bag: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
             continue
         parts = []
         for p in audio[topic]:
-            x = resample_to(p.samples, p.sample_rate, SAMPLE_RATE)
+            x = resample(p.samples, p.sample_rate, SAMPLE_RATE)
             parts.append((int(round((p.stamp_ns - origin) * SAMPLE_RATE / NS)), x))
         n = max((s + len(x) for s, x in parts), default=0)
         track = np.zeros(n, np.float32)
@@ -322,7 +324,7 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
     with bags.BagReader(out / "output.mcap") as bag:
         for _, ty, t_ns, raw in bag.messages([image_topic]):
             if t_ns in stamps:
-                images[stamps[t_ns]] = bags.image_to_array(bag.deserialize(raw, ty))
+                images[stamps[t_ns]] = image_msg_to_rgb(bag.deserialize(raw, ty))
     # Frames the node skipped (or that were lost) hold the previous image, as a display would.
     vid = VideoWriter(out / "video.mp4", fps=FPS, sample_rate=SAMPLE_RATE) if images else None
     mouth = report.MouthTracker() if images else None

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from dystream_ros.audio.resample import resample
 from dystream_ros.config import SAMPLE_RATE
 from dystream_ros.data._espeak import EVENT_PHONEME, EVENT_WORD, EspeakClient
-from dystream_ros.io.wav import resample_to
 
 # --- voices ---------------------------------------------------------------------------------
 
@@ -123,7 +123,7 @@ def synthesize(text: str, voice: Voice, trim: bool = True) -> Utterance:
     )
     raw = np.frombuffer(raw_bytes, dtype=np.int16)
     total_ms = 1000.0 * len(raw) / native
-    audio = resample_to(raw.astype(np.float32) / 32768.0, native, SAMPLE_RATE)
+    audio = resample(raw.astype(np.float32) / 32768.0, native, SAMPLE_RATE)
 
     # phoneme i lasts until the next phoneme starts (the last one until the end of the audio);
     # espeak reports a zero-length pause before some words, those are dropped

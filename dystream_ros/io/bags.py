@@ -427,21 +427,6 @@ def latent_msg(stamp_ns: int, index: int, latent: np.ndarray, profile: str, chec
         checkpoint=str(checkpoint), step_ms=float(step_ms), processing_ms=float(processing_ms))
 
 
-def image_to_array(msg) -> np.ndarray:
-    """sensor_msgs/Image (rgb8/bgr8/mono8/rgba8/bgra8) -> HxWx3 uint8 RGB."""
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    enc = msg.encoding.lower()
-    ch = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}.get(enc)
-    if ch is None:
-        raise BagError(f"unsupported image encoding {msg.encoding!r}")
-    buf = np.asarray(msg.data, dtype=np.uint8).reshape(h, step)[:, : w * ch].reshape(h, w, ch)
-    if enc == "mono8":
-        return np.repeat(buf, 3, axis=2)
-    if enc.startswith("bgr"):
-        buf = buf[:, :, 2::-1]
-    return np.ascontiguousarray(buf[:, :, :3])
-
-
 # ---- make-bag --------------------------------------------------------------------------------------
 
 

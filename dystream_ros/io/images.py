@@ -1,6 +1,7 @@
-"""Images on disk and in memory: reference faces (bounded, directory-limited) and square fitting.
+"""Images on disk and in memory: reference faces (bounded, directory-limited), square fitting, and
+``sensor_msgs/Image``-shaped messages (rclpy or rosbags) decoded to RGB.
 
-ROS-free; the node's Image-message conversions (``nodes/image_codec.py``) and the engine use these.
+ROS-free; the node (``~/set_reference``, its outputs' fitting), the engine and the bag tools use these.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["ReferenceLimits", "ReferenceRefused", "fit_square", "load_image_file", "resolve_reference_path"]
+__all__ = ["ReferenceLimits", "ReferenceRefused", "fit_square", "image_msg_to_rgb", "load_image_file",
+           "resolve_reference_path"]
 
 
 class ReferenceRefused(ValueError):
@@ -96,3 +98,32 @@ def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
     sq = rgb[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
     interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(sq), (size, size), interpolation=interp)
+
+
+_IMAGE_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC3": 3, "8UC1": 1}
+
+
+def image_msg_to_rgb(msg, limits: ReferenceLimits | None = None) -> np.ndarray:
+    """A ``sensor_msgs/Image`` (rclpy or rosbags; rgb8, bgr8, rgba8, bgra8, mono8) -> HxWx3 uint8 RGB (a
+    copy), its size checked against ``limits`` first; ``ValueError`` for what cannot be decoded."""
+    enc = msg.encoding
+    if enc not in _IMAGE_CHANNELS:
+        raise ValueError(f"unsupported image encoding {enc!r}; use one of {sorted(_IMAGE_CHANNELS)}")
+    ch = _IMAGE_CHANNELS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"empty image ({w}x{h})")
+    if limits is not None:
+        limits.check_size(w, h)
+    if step < w * ch:
+        step = w * ch
+    data = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    if data.size < step * (h - 1) + w * ch:
+        raise ValueError(f"image data too short: {data.size} bytes for {w}x{h} {enc} with step {step}")
+    rows = np.lib.stride_tricks.as_strided(data, shape=(h, w * ch), strides=(step, 1))
+    img = rows.reshape(h, w, ch)
+    if ch == 1:
+        return np.repeat(img, 3, axis=2).copy()
+    if enc.startswith("bgr"):
+        img = img[..., 2::-1]
+    return np.ascontiguousarray(img[..., :3])

@@ -8,21 +8,21 @@
 * :func:`read_wav_frames` — a WAV file as it is stored (``(N, C)`` in the file's dtype, rate).
 * :func:`read_wav` — a WAV file (any rate, PCM 8/16/24/32/64-bit or float, any channel count) as mono
   float32 at ``rate``.
-* :func:`resample_to` — offline resampling of a whole mono signal (``scipy.signal.resample_poly``);
-  the node's streaming resampler is :class:`dystream_ros.audio.StreamResampler`.
+  Resampled by :func:`dystream_ros.audio.resample`, the node's own filter (offline audio is heard as
+  the live node hears it).
 * :func:`write_wav` — mono float audio as a 16-bit PCM WAV.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
+from dystream_ros.audio.resample import resample
 from dystream_ros.config import SAMPLE_RATE
 
-__all__ = ["read_wav", "read_wav_frames", "resample_to", "to_float", "to_float_mono", "write_wav"]
+__all__ = ["read_wav", "read_wav_frames", "to_float", "to_float_mono", "write_wav"]
 
 
 def to_float(data: np.ndarray) -> np.ndarray:
@@ -46,18 +46,6 @@ def to_float_mono(data: np.ndarray) -> np.ndarray:
     return np.clip(a, -1.0, 1.0).astype(np.float32, copy=False)
 
 
-def resample_to(audio: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float audio at ``rate`` Hz resampled to ``target`` Hz (float32): polyphase filtering with
-    ``scipy.signal.resample_poly`` (Kaiser-windowed FIR), ``ceil(len * target / rate)`` samples."""
-    x = np.asarray(audio, np.float32)
-    if int(rate) == int(target):
-        return x.copy()
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(rate), int(target))
-    return resample_poly(x, int(target) // g, int(rate) // g).astype(np.float32)
-
-
 def read_wav_frames(path: str | Path) -> tuple[np.ndarray, int]:
     """(samples ``(N, C)`` in the file's dtype, sample rate) of a WAV file."""
     from scipy.io import wavfile
@@ -72,7 +60,7 @@ def read_wav(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
     """A WAV file as mono float32 in [-1, 1] at ``rate`` Hz (resampled when the file has another rate)."""
     data, file_rate = read_wav_frames(path)
     mono = to_float_mono(data)
-    return resample_to(mono, file_rate, rate)
+    return resample(mono, file_rate, rate)
 
 
 def write_wav(path: str | Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:

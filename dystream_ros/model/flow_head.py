@@ -136,10 +136,22 @@ class FlowHead(nn.Module):
     def sample(self, noise: torch.Tensor, cond: torch.Tensor, coef: torch.Tensor, steps: int) -> torch.Tensor:
         """Integrate from noise (1, D) to a latent with ``steps`` guided Euler steps; cond (Q, W)."""
         cond_mod = self.cond_modulation(cond)
-        t = torch.arange(steps, dtype=torch.float32, device=noise.device) / steps
-        time_mod = self.time_modulation(t)
-        dt = torch.full((1,), 1.0 / steps, device=noise.device)
-        x = noise
-        for i in range(steps):
-            x = self.euler_step(x, time_mod[i : i + 1], dt, cond_mod, coef)
-        return x
+        time_mod = self.time_modulation(euler_times(steps, noise.device))
+        return euler_integrate(lambda x, tm, dt: self.euler_step(x, tm, dt, cond_mod, coef), noise, time_mod)
+
+
+def euler_times(steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(steps,) the fixed Euler grid t = i / steps the head is sampled on."""
+    return torch.arange(steps, dtype=torch.float32, device=device) / steps
+
+
+def euler_integrate(step, noise: torch.Tensor, time_mod: torch.Tensor) -> torch.Tensor:
+    """The Euler loop over the grid of :func:`euler_times`: ``x <- step(x, time_mod[i:i+1], dt)`` for each
+    of the ``len(time_mod)`` steps, from ``noise`` (1, D); ``step`` is one guided step (the module's own
+    :meth:`FlowHead.euler_step`, or a backend's exported one)."""
+    steps = time_mod.shape[0]
+    dt = torch.full((1,), 1.0 / steps, device=noise.device)
+    x = noise
+    for i in range(steps):
+        x = step(x, time_mod[i : i + 1], dt)
+    return x

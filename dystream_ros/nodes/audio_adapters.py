@@ -11,6 +11,8 @@ import importlib
 
 from dystream_ros.audio.messages import AUDIO_CHUNK, AUDIO_COMMON_STAMPED, AUDIO_MSG_TYPES
 
+from .support import message_class
+
 
 def import_audio_common():
     """The audio_common_msgs.msg module, or ImportError with an actionable message."""
@@ -38,12 +40,11 @@ def info_topic_for(audio_topic: str) -> str:
     return topic + "_info"
 
 
-def message_class(audio_msg_type: str):
-    """Python class of the selected audio message type."""
-    if audio_msg_type == AUDIO_CHUNK:
-        from dystream_ros.msg import AudioChunk
-
-        return AudioChunk
+def audio_message_class(audio_msg_type: str):
+    """The rclpy class of the selected audio input type (``ValueError`` for an unknown one, ``ImportError``
+    with what to install when its package is missing)."""
+    if audio_msg_type not in AUDIO_MSG_TYPES:
+        raise ValueError(f"unknown audio_msg_type {audio_msg_type!r}; expected one of {AUDIO_MSG_TYPES}")
     if audio_msg_type == AUDIO_COMMON_STAMPED:
-        return import_audio_common().AudioDataStamped
-    raise ValueError(f"unknown audio_msg_type {audio_msg_type!r}; expected one of {AUDIO_MSG_TYPES}")
+        import_audio_common()  # the actionable ImportError
+    return message_class(audio_msg_type)

@@ -24,7 +24,6 @@ converted to ``dystream_ros/AudioChunk`` (pcm_f32le, original rate) with a warni
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 
@@ -37,14 +36,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from dystream_ros.config import NS, stamp_to_ns
 from dystream_ros.io import bags
 
-
-def message_class(msgtype: str):
-    """'pkg/msg/Type' -> the rclpy message class, or None when that package is not installed."""
-    pkg, _, name = msgtype.split("/")
-    try:
-        return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError):
-        return None
+from .support import message_class
 
 
 class BagPlayer(Node):

@@ -44,6 +44,7 @@ from std_msgs.msg import Empty
 from std_srvs.srv import Trigger
 
 from dystream_ros.audio import AudioFormatError
+from dystream_ros.io.images import image_msg_to_rgb
 from dystream_ros.runtime.engine import AvatarEngine, FrameOut
 from dystream_ros.runtime.feeder import SessionOutOfStep
 from dystream_ros.runtime.intake import AudioIntake
@@ -52,7 +53,6 @@ from dystream_ros.runtime.settings import PARAM_BY_NAME, PARAMS, Settings
 from dystream_ros.runtime.stats import StreamStats
 from dystream_ros.srv import SetReference
 
-from .image_codec import image_msg_to_rgb
 from .inputs import CHANNELS, AudioInputs
 from .outputs import FacePublishers, qos_profile
 from .params import descriptor, ros_default
@@ -420,10 +420,10 @@ class DystreamNode(LifecycleNode):
             engine = self._engine
             if engine is None or not self._active:
                 return False, f"node is {self._state_label}: nothing to interrupt"
-            dropped = engine.interrupt("speaker", wall=time.monotonic())
+            frame, dropped = engine.interrupt("speaker", wall=time.monotonic())
         ms = dropped * 1000.0 / engine.pipe.sample_rate
         self.get_logger().info(f"interrupt ({source}): dropped {ms:.0f} ms of queued speaker audio")
-        return True, f"dropped {dropped} queued speaker samples ({ms:.0f} ms)"
+        return True, f"dropped {dropped} queued speaker samples ({ms:.0f} ms); silent from frame {frame}"
 
     def _interrupt_service(self, request, response):
         response.success, response.message = self._interrupt("~/interrupt")

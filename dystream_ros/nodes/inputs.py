@@ -38,7 +38,7 @@ class AudioInputs:
         self._warn = warn  # ThrottledLog
         self._groups = groups  # channel -> callback group
         self._info_group = info_group
-        self._msg_class = adapters.message_class(settings.audio_msg_type)  # ImportError / ValueError
+        self._msg_class = adapters.audio_message_class(settings.audio_msg_type)  # ImportError / ValueError
         self._subs: list = []
         self._audio_subs: dict = {}  # channel -> its audio subscription
         self._info: dict[str, object] = {}  # channel -> latest audio_common AudioInfo

@@ -5,6 +5,7 @@ The nodes keep their own logic; what is here is the boilerplate a ROS 2 node nee
 - :class:`ThrottledLog` — one line per key and period, with the count of what it held back;
 - :func:`guarded` — a service callback that answers ``success: false`` instead of raising;
 - :func:`diagnostic_array` — a ``/diagnostics`` message from a flat dict of counters;
+- :func:`message_class` — ``pkg/msg/Type`` to its rclpy class (None when not installed);
 - :func:`destroy_publisher` — lifecycle or plain, tolerant of a context going down;
 - :func:`spin` — the process ``main``: quiet signals, a SingleThreadedExecutor, a clean exit 0 on
   Ctrl-C / SIGTERM.
@@ -12,6 +13,7 @@ The nodes keep their own logic; what is here is the boilerplate a ROS 2 node nee
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 import traceback
@@ -26,7 +28,7 @@ from dystream_ros.runtime.stats import Throttle
 
 from .signals import ignore_signals_for_exit, install_quiet_signal_handlers
 
-__all__ = ["ThrottledLog", "destroy_publisher", "diagnostic_array", "guarded", "spin"]
+__all__ = ["ThrottledLog", "destroy_publisher", "diagnostic_array", "guarded", "message_class", "spin"]
 
 LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
@@ -83,6 +85,15 @@ def diagnostic_array(name: str, values: dict, level: str, message: str, stamp, h
     arr.header.stamp = stamp
     arr.status = [st]
     return arr
+
+
+def message_class(msgtype: str):
+    """``pkg/msg/Type`` -> its rclpy message class, or None when that package is not installed."""
+    pkg, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{pkg}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
 
 
 def destroy_publisher(node, pub) -> None:

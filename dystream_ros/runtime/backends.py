@@ -12,6 +12,7 @@ import torch
 
 from dystream_ros.config import BACKENDS
 from dystream_ros.model.dystream import DyStreamModel
+from dystream_ros.model.flow_head import euler_integrate, euler_times
 from dystream_ros.runtime import steps
 
 __all__ = ["BACKENDS", "Backend", "HybridBackend", "OnnxRuntimeBackend", "TorchBackend", "make_backend"]
@@ -45,9 +46,7 @@ class Backend:
         """(steps, M) modulation of the fixed Euler grid t = i / steps, computed once per step count."""
         cache = self.__dict__.setdefault("_time_cache", {})
         if steps not in cache:
-            cache[steps] = self.head_time(
-                torch.arange(steps, dtype=torch.float32, device=self.device) / steps
-            )
+            cache[steps] = self.head_time(euler_times(steps, self.device))
         return cache[steps]
 
     def head_step(self, x, time_mod, dt, cond_mod, coef) -> torch.Tensor:
@@ -59,12 +58,8 @@ class Backend:
     def sample(self, noise: torch.Tensor, cond: torch.Tensor, coef: torch.Tensor, steps: int) -> torch.Tensor:
         """Guided Euler sampling from noise (1, D) with conditions (Q, Wh) -> latent (1, D)."""
         cond_mod = self.head_condition(cond)
-        time_mod = self.time_modulation(steps)
-        dt = torch.full((1,), 1.0 / steps, device=self.device)
-        x = noise
-        for i in range(steps):
-            x = self.head_step(x, time_mod[i : i + 1], dt, cond_mod, coef)
-        return x
+        return euler_integrate(lambda x, tm, dt: self.head_step(x, tm, dt, cond_mod, coef), noise,
+                               self.time_modulation(steps))
 
 
 class TorchBackend(Backend):

@@ -364,15 +364,16 @@ class AvatarEngine:
             self.scheduler.reset(clock_jump=clock_jump)
         self.feeder.reset()
 
-    def interrupt(self, channel: str = "speaker", *, wall: float) -> int:
+    def interrupt(self, channel: str = "speaker", *, wall: float) -> tuple[int, int]:
         """Barge-in: drop ``channel``'s queued audio from the next frame on, in the scheduler's buffer and
-        in the audio the model session already holds; frames go on with silence there. Returns the
-        samples dropped (counted in the channel's ``interrupted_samples``)."""
+        in the audio the model session already holds; frames go on with silence there. Returns (the first
+        frame that hears the silence, the samples dropped: also counted in the channel's
+        ``interrupted_samples``); (0, 0) without a stream."""
         with self.lock:
             start, dropped = self.scheduler.interrupt(channel, arrival=wall)
         if self.scheduler.active:
             self.session.silence(channel, start)
-        return dropped
+        return start // self.scheduler.config.samples_per_frame, dropped
 
     def load_reference_file(self, path: str) -> tuple[np.ndarray, str]:
         """A reference file asked for at runtime (``~/set_reference``): inside ``reference_dirs`` and
