@@ -90,6 +90,16 @@ def author_weights(q: np.ndarray) -> np.ndarray:
     ll[up] = 0.0
     ul[corners] = ll[corners] = 1.0
     out["upper_lip"], out["lower_lip"] = ul, ll
+    # Depth into the lips from the outer contour (0) to the inner one (1): sealing a parted mouth moves the
+    # lips' inner rows nearly all the way and the outer contour a quarter, so the red of the lip is what
+    # stretches, not the few pixels at its edge.
+    depth = np.zeros(n)
+    for outer, inner, members in ((fm.OUTER_UPPER, fm.INNER_UPPER, up), (fm.OUTER_LOWER, fm.INNER_LOWER, lo)):
+        d_out = _dist_to_polyline(q[:, :2], q[list(outer), :2])
+        d_in = _dist_to_polyline(q[:, :2], q[list(inner), :2])
+        depth[members] = d_out[members] / np.maximum(d_out[members] + d_in[members], 1e-9)
+    depth[corners] = 0.0
+    out["lip_depth"] = depth
     for tag, idx in (("l", fm.MOUTH_CORNER_A), ("r", fm.MOUTH_CORNER_B)):
         d = np.linalg.norm(q[:, :2] - q[idx, :2], axis=1)
         w = np.exp(-0.5 * (d / (0.55 * mouth_hw)) ** 2)
@@ -111,6 +121,12 @@ def author_weights(q: np.ndarray) -> np.ndarray:
         w = np.where(above, np.exp(-0.5 * (d / 0.09) ** 2), np.exp(-0.5 * (d / 0.03) ** 2))
         w[list(brow)] = 1.0
         out[f"brow_{tag}"] = w
+    # Nothing the mouth does reaches above the base of the nose (landmark 2): the mouth weights fade out over
+    # the upper half of the philtrum, so the eyes, brows and nose stay as they are while only the mouth moves.
+    y_nose, y_lip = float(q[2, 1]), float(q[0, 1])
+    taper = _smoothstep(y, y_nose + 0.2 * (y_lip - y_nose), y_nose + 0.6 * (y_lip - y_nose))
+    for c in ("jaw", "upper_lip", "lower_lip", "corner_l", "corner_r", "lip_depth"):
+        out[c] = out[c] * taper
     w = np.stack([np.clip(out[c], 0, 1) for c in WEIGHT_COLUMNS], axis=1)
     w[w < 1e-3] = 0.0
     assert w.shape == (n, len(WEIGHT_COLUMNS))

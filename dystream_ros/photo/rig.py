@@ -187,7 +187,7 @@ class PhotoRig:
         self.size = size
         self.info = info
         tables = load_tables()
-        col = {n: tables.column(n) for n in WEIGHT_COLUMNS}
+        col = {n: tables.column(n) for n in WEIGHT_COLUMNS if n != "lip_depth"}
 
         # ---- framing and frontalisation (image -> output frame affine) --------------------------------
         origin, roll, fh_img = fm.face_frame(lm)
@@ -262,12 +262,17 @@ class PhotoRig:
         B["brow"] = np.stack([np.zeros(n_face), -brow * BROW_UP * fh], axis=1)
         B["knit"] = np.stack([brow * bx * BROW_KNIT * fh, brow * 0.3 * BROW_KNIT * fh], axis=1)
         # Sealing the lips of a photo whose mouth is open: inner lips to the midline, outer lips half way.
+        gap = P[L, :2] - P[U, :2]  # [11, 2], zero at the corners
+        order = np.argsort(P[U, 0])
+        half = np.stack([np.interp(V2[:n_face, 0], P[U, 0][order], gap[order, c] / 2) for c in range(2)], 1)
+        depth = core(tables.column("lip_depth"))
+        reach = 0.25 + 0.75 * depth
+        upper = (w["upper_lip"] > 0.999) & (w["lower_lip"] < 0.001)  # the lips themselves, corners excluded
+        lower = (w["lower_lip"] > 0.999) & (w["upper_lip"] < 0.001)
         seal = np.zeros((n_face, 2))
-        gap = P[L[1:-1], :2] - P[U[1:-1], :2]
-        seal[U[1:-1]] = gap / 2
-        seal[L[1:-1]] = -gap / 2
-        seal[np.array(fm.OUTER_UPPER[1:-1])] = gap / 4
-        seal[np.array(fm.OUTER_LOWER[1:-1])] = -gap / 4
+        seal[upper] = half[upper] * reach[upper, None]
+        seal[lower] = -half[lower] * reach[lower, None]
+        seal[n_lm:] = 0.0  # the midline copies already sit where the lips meet
         B["seal"] = seal
         eye_a_w = np.linalg.norm(P[fm.EYE_A_UPPER[-1], :2] - P[fm.EYE_A_UPPER[0], :2])
         eye_b_w = np.linalg.norm(P[fm.EYE_B_UPPER[-1], :2] - P[fm.EYE_B_UPPER[0], :2])
@@ -320,7 +325,7 @@ class PhotoRig:
         Minv[ok] = np.linalg.inv(A[ok])
         self._Minv = np.concatenate([np.zeros((1, 3, 3)), Minv]).reshape(-1, 9).astype(np.float32)
         self._refH = np.stack([V2[T, 0], V2[T, 1]], axis=1)  # [T, 2, 3] reference vertices per triangle
-        self._ref_centroid = V2[T].mean(axis=1)
+        self._ref_det = np.abs(np.linalg.det(A))
         dummy = nv  # the vertex of "no triangle", displacement 0
         self._tv = np.concatenate([np.full((1, 3), dummy, np.int32), T]).astype(np.int32)
 
@@ -387,9 +392,11 @@ class PhotoRig:
 
     def clamp(self, articulation) -> np.ndarray:
         """Articulation clipped to the parameter ranges, head pose to :data:`POSE_LIMITS`."""
-        a = clip_params(np.asarray(articulation, np.float32).reshape(-1))
+        a = np.asarray(articulation, np.float32).reshape(-1)
         if a.shape[0] != NUM_PARAMS:
-            raise ValueError(f"articulation needs {NUM_PARAMS} values ({', '.join(ARTICULATION_FIELDS)})")
+            raise ValueError(f"articulation needs {NUM_PARAMS} values ({', '.join(ARTICULATION_FIELDS)}), "
+                             f"got {a.shape[0]}")
+        a = clip_params(a)
         for name, lim in POSE_LIMITS.items():
             a[_F[name]] = np.clip(a[_F[name]], -lim, lim)
         return a
@@ -522,11 +529,13 @@ class PhotoRig:
         A[:, 1, :] = Vd[T, 1]
         det = A[:, 0, 0] * (A[:, 1, 1] - A[:, 1, 2]) - A[:, 0, 1] * (A[:, 1, 0] - A[:, 1, 2]) \
             + A[:, 0, 2] * (A[:, 1, 0] - A[:, 1, 1])
-        ok = np.abs(det) > 1e-3
+        # Collapsed triangles (a lip strip sealed shut) contain no output pixel and their inverse is wild: a
+        # walk that lands in one steps back by the triangle's mean motion instead, towards its neighbours.
+        ok = np.abs(det) > np.maximum(1e-3, 0.05 * self._ref_det)
         A[~ok] = np.eye(3)
         Q = np.einsum("tij,tjk->tik", self._refH, np.linalg.inv(A))  # [T, 2, 3]
-        Q[~ok] = 0.0
-        Q[~ok, :, 2] = self._ref_centroid[~ok]
+        Q[~ok] = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        Q[~ok, :, 2] = -disp[T[~ok]].mean(axis=1)
         Qf = np.concatenate([np.array([[1, 0, 0, 0, 1, 0]], np.float32), Q.reshape(-1, 6).astype(np.float32)])
         X, Y = self._gx[idx], self._gy[idx]
         px, py = self._walk(X, Y, X - dx[idx], Y - dy[idx], Qf)
@@ -638,18 +647,21 @@ class PhotoRig:
         shape = (y1 - y0, x1 - x0)
         m = _smooth_mask(poly, shape, o)
         m = cv2.GaussianBlur(m, (0, 0), 0.5 + self.size / 512)
+        # The lid: the colour of the photo's own lid skin (sampled above the open lid at build time),
+        # darkening a little towards the lid's edge, feathered into the skin round it.
+        xs = np.arange(x0, x1, dtype=np.float32)
+        u_y = np.interp(xs, up[:, 0], up[:, 1]).astype(np.float32)[None, :]
+        e_y = np.interp(xs, edge[:, 0], edge[:, 1]).astype(np.float32)[None, :]
+        yy = np.arange(y0, y1, dtype=np.float32)[:, None]
+        t = np.clip((yy - u_y) / np.maximum(e_y - u_y, 1.0), 0, 1)
         lid = np.empty(shape + (3,), np.float32)
         lid[:] = self._lid_col[eye]
-        # The lid darkens a little towards its edge (it curves away from the light).
-        yy = np.arange(shape[0], dtype=np.float32)[:, None] + y0
-        e_y = np.interp(np.arange(x0, x1), edge[:, 0], edge[:, 1]).astype(np.float32)[None, :]
-        u_y = np.interp(np.arange(x0, x1), up[:, 0], up[:, 1]).astype(np.float32)[None, :]
-        t = np.clip((yy - u_y) / np.maximum(e_y - u_y, 1.0), 0, 1)
-        lid *= (1.0 - 0.12 * t)[..., None]
+        lid *= (1.0 - 0.14 * t * t)[..., None]
         lash = np.zeros(shape, np.uint8)
-        thick = 1 + int(self.size >= 512)
-        cv2.polylines(lash, [np.round((edge - o) * 16).astype(np.int32)], False, 255, thick, cv2.LINE_AA, 4)
-        la = lash.astype(np.float32)[..., None] * (min(1.0, 0.4 + b) * 0.85 / 255)
+        cv2.polylines(lash, [np.round((edge - o) * 16).astype(np.int32)], False, 255, 1, cv2.LINE_AA, 4)
+        if self.size >= 512:
+            lash = cv2.GaussianBlur(lash, (0, 0), 0.7)
+        la = lash.astype(np.float32)[..., None] * (min(1.0, 0.3 + b) * 0.5 / 255)
         mm = m[..., None]
         roi = out[y0:y1, x0:x1].astype(np.float32)
         res = roi * (1 - mm) + lid * mm

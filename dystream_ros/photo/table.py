@@ -11,6 +11,7 @@ in ``dystream_ros/assets/photos/`` (CSV, a few tens of kB); no photo's rig guess
 - ``cheek_l`` / ``cheek_r``: the cheek raised by a smile
 - ``lid_lower_l`` / ``lid_lower_r``: lower eyelids (a smile lifts them)
 - ``brow_l`` / ``brow_r``: brows and the forehead above them
+- ``lip_depth``: inside the lips, 0 on the outer contour to 1 on the inner one (0 elsewhere)
 
 ``facemesh_triangles.csv``: rows ``a,b,c`` of landmark indices, the triangles of the 468-point mesh (eye and
 mouth openings are holes here; the rig fills them).
@@ -33,7 +34,7 @@ ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "photos"
 WEIGHTS_FILE = ASSET_DIR / "facemesh_weights.csv"
 TRIANGLES_FILE = ASSET_DIR / "facemesh_triangles.csv"
 WEIGHT_COLUMNS: tuple[str, ...] = ("jaw", "upper_lip", "lower_lip", "corner_l", "corner_r", "cheek_l",
-                                   "cheek_r", "lid_lower_l", "lid_lower_r", "brow_l", "brow_r")
+                                   "cheek_r", "lid_lower_l", "lid_lower_r", "brow_l", "brow_r", "lip_depth")
 AUTHOR_COMMAND = "python -m dystream_ros.photo.author"
 
 
