@@ -70,19 +70,19 @@ def _runtime_scheduler(s: Settings) -> dict:
 
 
 def scheduler_config(s: Settings, pipe) -> SchedulerConfig:
-    """The scheduler's timing for ``pipe`` under ``s``: the model's frame and lookahead, ``lookahead_ms``
-    (-1 = the model's; shorter than the model's is refused: frames would be computed without the audio
-    they read), buffers, waits and tolerances."""
-    model_l = int(pipe.lookahead_samples)
-    lookahead = model_l
+    """The scheduler's timing for ``pipe`` under ``s``, derived here and only here from the model's audio
+    config (``pipe.config.audio``: rate, frame, lookahead, context): ``lookahead_ms`` (-1 = the model's;
+    shorter than the model's is refused: frames would be computed without the audio they read), buffers,
+    waits and tolerances."""
+    a = pipe.config.audio
+    lookahead = int(a.lookahead_samples)
     if s.lookahead_ms >= 0:
-        lookahead = int(round(s.lookahead_ms * pipe.sample_rate / 1000))
-        if lookahead < model_l:
+        lookahead = int(round(s.lookahead_ms * a.sample_rate / 1000))
+        if lookahead < a.lookahead_samples:
             raise EngineError(f"lookahead_ms={s.lookahead_ms} is shorter than the model's "
-                              f"{pipe.lookahead_ms} ms lookahead; use -1 or >= {pipe.lookahead_ms}")
-    return SchedulerConfig(sample_rate=int(pipe.sample_rate), samples_per_frame=int(pipe.samples_per_frame),
-                           lookahead_samples=lookahead,
-                           context_samples=int(pipe.config.audio.context_samples),
+                              f"{a.lookahead_ms} ms lookahead; use -1 or >= {a.lookahead_ms}")
+    return SchedulerConfig(sample_rate=int(a.sample_rate), samples_per_frame=int(a.samples_per_frame),
+                           lookahead_samples=lookahead, context_samples=int(a.context_samples),
                            buffer_s=float(s.buffer_s), max_clock_jump_s=float(s.max_clock_jump_s),
                            **_runtime_scheduler(s))
 

@@ -352,15 +352,16 @@ class Pipeline:
         self.render = model.render
         self.checkpoint_id = checkpoint_id
         self.backend = make_backend(backend, self.model, device)
-        a = self.config.audio
-        self.sample_rate = a.sample_rate
-        self.fps = a.fps
-        self.lookahead_ms = a.lookahead_ms
-        self.samples_per_frame = a.samples_per_frame
-        self.lookahead_samples = a.lookahead_samples
-        self.latent_dim = self.config.latent_dim
-        self.image_size = self.config.autoencoder.image_size
-        self.profile = self.config.profile
+
+    # The model's facts, read from its config (no copies): timing from ``config.audio``.
+    sample_rate = property(lambda self: self.config.audio.sample_rate, doc="Hz (16000)")
+    fps = property(lambda self: self.config.audio.fps, doc="frames per second (25)")
+    lookahead_ms = property(lambda self: self.config.audio.lookahead_ms, doc="the model's lookahead")
+    samples_per_frame = property(lambda self: self.config.audio.samples_per_frame)
+    lookahead_samples = property(lambda self: self.config.audio.lookahead_samples)
+    latent_dim = property(lambda self: self.config.latent_dim)
+    image_size = property(lambda self: self.config.autoencoder.image_size)
+    profile = property(lambda self: self.config.profile)
 
     @property
     def backend_name(self) -> str:
