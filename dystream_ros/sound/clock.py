@@ -13,8 +13,11 @@ removes the scheduling delay and still follows a slow drift between the two cloc
 sample. Consecutive blocks are contiguous in samples, so a block's stamp is predicted from the previous
 one plus its duration; the prediction is slewed towards the measured ADC time by a small gain (bounded
 per block), which keeps the stamps monotonic and free of callback jitter while following the clock. A
-measured time later than the prediction by more than the tolerance means samples were lost before this
-block (an overrun): their number is counted (``lost_samples``) and the stamp jumps to the measurement.
+measured time later than the prediction by more than the tolerance *in a block PortAudio flags as an
+input overflow* means samples were lost before this block (an overrun): their number is counted
+(``lost_samples``) and the stamp jumps to the measurement. Without the flag such a jump is the clock
+mapping moving (a late callback burst, a host clock step; JACK's dummy driver on a loaded machine does
+it): it is counted in ``clock_jumps`` and slewed like any other error, so no samples are invented.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ class CaptureStamper:
     """
 
     def __init__(self, rate: int, *, tolerance_s: float = 0.004, gain: float = 0.02,
-                 max_slew_s: float = 0.0002):
+                 max_slew_s: float = 0.0005):
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.rate = int(rate)
@@ -100,10 +103,12 @@ class CaptureStamper:
         self.samples = 0
         self.lost_samples = 0
         self.gaps = 0
+        self.clock_jumps = 0
         self.first_ns: int | None = None
 
-    def stamp(self, n_frames: int, adc_ns: int) -> StampResult:
-        """Stamp of a block of ``n_frames`` whose first sample's mapped ADC time is ``adc_ns``."""
+    def stamp(self, n_frames: int, adc_ns: int, overflow: bool = False) -> StampResult:
+        """Stamp of a block of ``n_frames`` whose first sample's mapped ADC time is ``adc_ns``;
+        ``overflow``: PortAudio flagged input lost before this block."""
         n = int(n_frames)
         if self._next is None:
             t = float(adc_ns)
@@ -111,7 +116,9 @@ class CaptureStamper:
             self.first_ns = int(adc_ns)
         else:
             err = float(adc_ns) - self._next
-            if err > self.tolerance_ns:
+            if abs(err) > self.tolerance_ns and not (overflow and err > 0):
+                self.clock_jumps += 1
+            if err > self.tolerance_ns and overflow:
                 lost = int(round(err * self.rate / NS))
                 self.lost_samples += lost
                 self.gaps += 1

@@ -242,7 +242,7 @@ class DirectCapture(DirectStream):
         self.clock.observe(t.currentTime, now)
         adc = t.inputBufferAdcTime
         adc_ns = self.clock.to_ns(adc) if adc else now  # 0: the host API does not report it
-        res = self.stamper.stamp(frames, adc_ns)
+        res = self.stamper.stamp(frames, adc_ns, overflow=bool(status.input_overflow))
         self._index += res.lost_samples
         blk = Block(data=indata.copy(), stamp_ns=res.stamp_ns, rate=self.rate, lost_before=res.lost_samples,
                     adc_ns=adc_ns, index=self._index)
@@ -264,7 +264,7 @@ class DirectCapture(DirectStream):
         st = self.stamper
         d.update({"overflow_flags": self.counters.xruns,
                   "lost_samples": self.lost_samples_total + (st.lost_samples if st else 0),
-                  "gaps": st.gaps if st else 0,
+                  "gaps": st.gaps if st else 0, "clock_jumps": st.clock_jumps if st else 0,
                   "dropped_blocks": self.dropped_blocks, "dropped_samples": self.dropped_samples,
                   "captured_samples": st.samples if st else 0})
         return d
