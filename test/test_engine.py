@@ -151,3 +151,47 @@ def test_interrupt_without_a_stream_drops_nothing(pipe):
     engine = AvatarEngine(Settings(warmup_frames=0, num_threads=0), pipe=pipe, reference=REF)
     assert engine.interrupt("speaker", wall=0.0) == (0, 0)
     assert engine.scheduler.channels["speaker"].stats.interrupts == 0
+
+
+def test_render_thread_publishes_in_order_the_images_of_inline_rendering(tmp_path):
+    """produce() with render_thread: the model steps here, the decoder runs on the render thread, frames
+    reach publish in frame order with the same latents and images as rendering inline; a reference
+    changed while frames wait does not change the face they were stepped with."""
+    import threading
+
+    pipe = load_pipeline(checkpoint="random", profile=tiny_config(), render=True, backend="torch")
+    spf = pipe.samples_per_frame
+    spk, lis = _audio(30 * spf, 7), _audio(30 * spf, 8)
+
+    def run(render_thread: bool, swap_at: int | None = None):
+        engine = AvatarEngine(Settings(warmup_frames=0, num_threads=0, render_thread=render_thread,
+                                       catch_up_limit=1000), pipe=pipe, reference=REF)
+        got, threads = [], set()
+
+        def publish(out):
+            got.append(out)
+            threads.add(threading.current_thread().name)
+
+        t0 = 10**9
+        engine.push("speaker", spk, 16000, t0, arrival=0.0, now_ns=t0)
+        engine.push("listener", lis, 16000, t0, arrival=0.0, now_ns=t0)
+        for n in range(1, 30):
+            engine.produce(engine.tick(t0 + n * 40_000_000, wall=n * 0.04), publish, pytest.fail)
+            if n == swap_at:
+                engine.set_reference(np.full((64, 64, 3), 30, np.uint8))
+        assert engine.drain()
+        engine.close()
+        return got, threads
+
+    inline, t_inline = run(False)
+    threaded, t_threaded = run(True)
+    assert t_inline == {threading.current_thread().name} and t_threaded == {"dystream_render"}
+    assert [o.job.index for o in threaded] == [o.job.index for o in inline] and len(inline) > 20
+    for a, b in zip(inline, threaded, strict=True):
+        np.testing.assert_array_equal(a.frame.latent, b.frame.latent)
+        assert np.abs(a.frame.image.astype(int) - b.frame.image.astype(int)).max() <= 1
+        assert b.frame.timings["render"] > 0 and b.step_ms >= b.frame.timings["render"]
+    swapped, _ = run(True, swap_at=5)
+    # frames stepped before the swap keep the old face (those after it differ from the inline run)
+    same = [np.array_equal(a.frame.image, b.frame.image) for a, b in zip(inline, swapped, strict=True)]
+    assert all(same[:4]) and not all(same[6:])

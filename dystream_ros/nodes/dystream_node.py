@@ -20,11 +20,12 @@ and counted). Lifecycle: configure loads and warms up the model; activate starts
 timer; deactivate/cleanup undo them.
 
 Threads: the model work runs on a producer thread of its own, woken by the 40 ms timer and by audio
-that completes a due frame, so executor callbacks stay short (buffers under a lock). ``main`` spins a
-SingleThreadedExecutor: rclpy's MultiThreadedExecutor busy-spins its wait loop, holding the GIL, while
-any callback is in flight, which made model steps 10-100x slower (measured). Callback groups are still
-set for an executor that runs callbacks concurrently: the timer, one group per audio channel (each
-channel's chunks are buffered in arrival order), and diagnostics/services, each mutually exclusive.
+that completes a due frame, so executor callbacks stay short (buffers under a lock); images are rendered
+and frames published on a render thread (``render_thread``), overlapping the next model step. ``main``
+spins a SingleThreadedExecutor: rclpy's MultiThreadedExecutor busy-spins its wait loop, holding the GIL,
+while any callback is in flight (model steps 10-100x slower, measured). Callback groups are still set
+for an executor that runs callbacks concurrently: the timer, one group per audio channel (chunks in
+arrival order), and diagnostics/services, each mutually exclusive.
 """
 
 from __future__ import annotations
@@ -121,8 +122,6 @@ class DystreamNode(LifecycleNode):
                           min_backward=None, on_clock_change=False),
             post_callback=self._on_clock_jump)
 
-    # ==========================================================================================
-    # logging helpers
     def _engine_log(self, level: str, msg: str) -> None:
         (self.get_logger().warning if level == "warning" else self.get_logger().info)(msg)
 
@@ -240,11 +239,13 @@ class DystreamNode(LifecycleNode):
         return result
 
     def _stop(self) -> None:
-        """Stop producing (timer, subscriptions); session lock held."""
+        """Stop producing (timer, subscriptions; frames still rendering are published); session lock held."""
         self._active = False
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
+        if self._engine is not None:
+            self._engine.drain()
         if self._inputs is not None:
             self._inputs.close()
 
@@ -259,6 +260,8 @@ class DystreamNode(LifecycleNode):
     def _release(self) -> None:
         with self._session_lock:
             self._stop()
+            if self._engine is not None:
+                self._engine.close()
             if self._outputs is not None:
                 self._outputs.destroy()
             self._engine = self._intake = self._inputs = self._outputs = None
@@ -384,13 +387,11 @@ class DystreamNode(LifecycleNode):
                 dirty, self._optional_pubs_dirty = self._optional_pubs_dirty, False
             if dirty:
                 self._outputs.sync(self._settings, active=True)
-            frames = engine.frames(plan)
             if plan.idle and self._outputs.idle(now_ns, self._settings):
                 with self._stats.lock:
                     self._stats.idle_frames += 1
-            try:
-                for out in frames:
-                    self._publish_frame(out)
+            try:  # frames are published as their images are done (on the render thread by default)
+                engine.produce(plan, self._publish_frame, self._on_tick_error)
             except SessionOutOfStep as e:
                 with self._stats.lock:
                     self._stats.step_errors += 1

@@ -25,6 +25,7 @@ import dataclasses
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy as np
 
 from dystream_ros.config import NS as _NS
 from dystream_ros.runtime.feeder import SessionFeeder
+from dystream_ros.runtime.render_thread import RenderThread
 from dystream_ros.runtime.scheduler import FrameJob, FrameScheduler, SchedulerConfig, TickPlan
 from dystream_ros.runtime.settings import PARAM_BY_NAME, Settings
 
@@ -108,8 +110,9 @@ class FrameOut:
     job: FrameJob  # index, stamp_ns, channel levels, when its audio arrived (caller's wall clock)
     frame: object  # dystream_ros.model.Frame: latent (D,), image (S, S, 3) uint8 or None, timings
     state: int  # STATES value
-    step_ms: float  # wall time of session.step() (model + rendering)
+    step_ms: float  # wall time of session.step() (model + rendering, also when rendered on the render thread)
     session_skipped: int  # frames skipped so far in this stream
+    face: object = None  # the reference the frame is to be rendered on (render thread only)
 
     @property
     def model_ms(self) -> float:
@@ -155,6 +158,7 @@ class AvatarEngine:
         self.lock = threading.Lock()  # the scheduler (push and tick may run on different threads)
         self.scheduler = FrameScheduler(scheduler_config(settings, pipe))
         self._offline_origin = _OFFLINE_ORIGIN_NS
+        self._render_thread: RenderThread | None = None  # produce(): started on first use
         self._warm_up(settings.warmup_frames)
 
     # ------------------------------------------------------------------------------------------
@@ -285,17 +289,58 @@ class AvatarEngine:
             return iter(())
         return self._step(plan)
 
-    def _step(self, plan: TickPlan) -> Iterator[FrameOut]:
+    def _step(self, plan: TickPlan, render: bool = True) -> Iterator[FrameOut]:
         threshold = self.settings.speaking_threshold_db
         try:
-            for job, frame, step_ms in self.feeder.step(plan):
+            for job, frame, step_ms in self.feeder.step(plan, render=render):
                 with self.lock:
                     skipped = self.scheduler.stats.session_skipped_frames
                 state = avatar_state(job.speaker_level_db, job.listener_level_db, threshold)
-                yield FrameOut(job, frame, state, step_ms, skipped)
+                face = None if render or not self.pipe.render else self.session.face
+                yield FrameOut(job, frame, state, step_ms, skipped, face)
         except Exception:
             self.reset()
             raise
+
+    def produce(self, plan: TickPlan, publish: Callable[[FrameOut], None],
+                on_error: Callable[[Exception], None]) -> int:
+        """Step every due frame of ``plan`` and hand each :class:`FrameOut`, rendered, to ``publish``, in
+        frame order. With ``render_thread`` (and a rendering model) the images are rendered on a thread
+        of their own and ``publish`` runs there (docs in ``runtime/render_thread.py``); otherwise here.
+        ``on_error`` gets what rendering or ``publish`` raised on that thread. Returns the frames stepped;
+        raises like :meth:`frames`."""
+        if not (self.settings.render_thread and self.pipe.render):
+            outs = list(self.frames(plan))
+            for out in outs:
+                publish(out)
+            return len(outs)
+        if not self.feeder.prepare(plan):
+            return 0
+        if self._render_thread is None:
+            self._render_thread = RenderThread(self._render_out, publish, on_error, name="dystream_render")
+        n = 0
+        for out in self._step(plan, render=False):
+            self._render_thread.submit(out)
+            n += 1
+        return n
+
+    def _render_out(self, out: FrameOut) -> None:
+        t0 = time.perf_counter()
+        out.frame.image = self.session.render_image(out.frame.latent, out.face)
+        ms = (time.perf_counter() - t0) * 1000.0
+        out.frame.timings["render"] = ms
+        out.frame.timings["total"] = out.frame.timings.get("total", 0.0) + ms
+        out.step_ms += ms
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until every frame handed to the render thread is published (True), or ``timeout``."""
+        return self._render_thread is None or self._render_thread.drain(timeout)
+
+    def close(self) -> None:
+        """Publish what the render thread holds and end it (the engine can :meth:`produce` again)."""
+        rt, self._render_thread = self._render_thread, None
+        if rt is not None:
+            rt.stop()
 
     def run(self, now_ns: int, *, wall: float) -> list[FrameOut]:
         """:meth:`tick` and :meth:`frames` in one call (offline drivers that need no plan)."""

@@ -53,15 +53,16 @@ class SessionFeeder:
         self.pushed = plan.audio_start + plan.speaker.size
         return True
 
-    def step(self, plan: TickPlan) -> Iterator[tuple[FrameJob, object, float]]:
-        """Yields ``(job, frame, step_ms)`` for every due frame of a prepared ``plan``.
+    def step(self, plan: TickPlan, render: bool = True) -> Iterator[tuple[FrameJob, object, float]]:
+        """Yields ``(job, frame, step_ms)`` for every due frame of a prepared ``plan`` (``render=False``:
+        frames without images, for a caller that renders them itself).
 
         Raises :class:`SessionOutOfStep` (after resetting the session) if a frame's index differs
         from the plan's.
         """
         for job in plan.frames:
             t0 = time.perf_counter()
-            frame = self.session.step()
+            frame = self.session.step(render=render)
             step_ms = (time.perf_counter() - t0) * 1000.0
             if frame is None or int(frame.index) != int(job.index):
                 self.reset()

@@ -225,8 +225,10 @@ class Session:
         starts from the new m0, so it equals a session started with this image.
         """
         ref = _image_tensor(image, self._cfg.autoencoder.image_size, self._backend.device)
-        self._appearance, self._m0 = self._backend.encode_reference(ref)
-        self._reference = ref
+        appearance, self._m0 = self._backend.encode_reference(ref)
+        # one immutable tuple, swapped whole: a frame rendered on another thread (render_image) reads a
+        # consistent reference even while this runs
+        self._face = (self._m0, appearance, ref)
         self._anchor = None
         if self._generated == 0:
             self._prev = self._m0
@@ -284,8 +286,26 @@ class Session:
             b.discard_before(first)
 
     # -- the frame --------------------------------------------------------------------------------
-    def step(self) -> Frame | None:
-        """Produce the next frame, or None until its audio (incl. lookahead) is buffered on both channels."""
+    @property
+    def face(self) -> tuple:
+        """The current reference as the renderer uses it (opaque; pass to :meth:`render_image`)."""
+        return self._face
+
+    def render_image(self, latent: np.ndarray, face: tuple | None = None) -> np.ndarray:
+        """The (S, S, 3) uint8 image of a (D,) ``latent`` on ``face`` (default: the current reference).
+
+        Safe to call from another thread than :meth:`step` (the node renders on a thread of its own)."""
+        m0, appearance, ref = self._face if face is None else face
+        lat = torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32))[None].to(self._backend.device)
+        img = self._backend.decode(lat, m0, appearance, ref)
+        image = (img[0].permute(1, 2, 0) * 127.5 + 128.0).clamp_(0.0, 255.0).to(torch.uint8)  # rounds
+        return image.contiguous().cpu().numpy()
+
+    def step(self, render: bool = True) -> Frame | None:
+        """Produce the next frame, or None until its audio (incl. lookahead) is buffered on both channels.
+
+        ``render=False`` leaves ``image`` None (and ``timings["render"]`` out) for a caller that renders
+        the latent itself with :meth:`render_image`."""
         if self.frames_available() == 0:
             return None
         a, be, n = self._cfg.audio, self._backend, self._next
@@ -307,12 +327,9 @@ class Session:
         )
         t2 = time.perf_counter()
         latent = be.sample(self.start_noise(n).to(dev), cond, coef.to(dev), self._steps)
+        latent_np = latent[0].detach().cpu().numpy().astype(np.float32, copy=True)
         t3 = time.perf_counter()
-        image = None
-        if self._pipe.render:
-            img = be.decode(latent, self._m0, self._appearance, self._reference)
-            image = (img[0].permute(1, 2, 0) * 127.5 + 128.0).clamp_(0.0, 255.0).to(torch.uint8)  # rounds
-            image = image.contiguous().cpu().numpy()
+        image = self.render_image(latent_np) if self._pipe.render and render else None
         t4 = time.perf_counter()
         self._prev = latent
         self._generated += 1
@@ -323,13 +340,14 @@ class Session:
             "audio": (t1 - t0) * ms,
             "generator": (t2 - t1) * ms,
             "head": (t3 - t2) * ms,
-            "render": (t4 - t3) * ms,
             "total": (t4 - t0) * ms,
         }
+        if image is not None:
+            timings["render"] = (t4 - t3) * ms
         return Frame(
             index=n,
             audio_time_s=n * (a.samples_per_frame / a.sample_rate),  # == 0.04 * n exactly
-            latent=latent[0].detach().cpu().numpy().astype(np.float32, copy=True),
+            latent=latent_np,
             image=image,
             timings=timings,
         )

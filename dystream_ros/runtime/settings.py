@@ -63,6 +63,9 @@ class Settings:
     backend: str = param("auto", "execution backend: auto (CPU: onnxruntime for audio/generator/head + torch "
         "rendering; CUDA: torch), torch, onnxruntime", read_only=True, choices=BACKENDS)
     render: bool = param(True, "render face images (false: motion latents only)", read_only=True)
+    render_thread: bool = param(True, "render each face image on a thread of its own while the next frame's "
+        "model step runs (2+ cores: the frame rate is bounded by the slower half, not their sum); false: "
+        "render on the frame thread", read_only=True)
     num_threads: int = param(1, "torch intra-op threads (0 = torch's default). 1 suits the lite model on "
         "small CPUs: the executor, DDS and image threads need the other cores, and intra-op sync on a small "
         "model costs more than it gains, badly so when other processes compete", read_only=True, lo=0, hi=256)
