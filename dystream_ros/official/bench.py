@@ -5,7 +5,7 @@ through one session per mode (all audio buffered up front, so every ``step()`` m
 median per-stage milliseconds; ``--random`` uses seeded random weights of the full-size config instead.
 
 ``python -m dystream_ros.official.bench departure --checkpoint ...`` runs ``release`` and ``streaming``
-(over a grid of lookahead / window settings) on the same audio with the same per-frame noise and reports
+(over ``--grid`` lookahead:window settings) on the same audio with the same per-frame noise and reports
 the latent RMS difference relative to the release latents' spread (per-dimension std over time).
 """
 
@@ -134,14 +134,14 @@ def _departure(args) -> dict:
     spk, lis = speech_like(args.seconds, seed=2)
     rel, _ = run_mode(_load(args, "release"), spk, lis)
     out = {"seconds": args.seconds, "runs": []}
-    for la in [int(x) for x in args.lookaheads.split(",")]:
-        for win in [int(x) for x in args.windows.split(",")]:
-            pipe = _load(args, "streaming", lookahead_frames=la, audio_window_frames=win)
-            st, tim = run_mode(pipe, spk, lis)
-            d = departure(rel, st)
-            d.update(lookahead_frames=la, audio_window_frames=win, step_ms=_medians(tim, 2)["total"])
-            out["runs"].append(d)
-            print(json.dumps(d), flush=True)
+    for item in args.grid.split(","):
+        la, win = (int(x) for x in item.split(":"))
+        pipe = _load(args, "streaming", lookahead_frames=la, audio_window_frames=win)
+        st, tim = run_mode(pipe, spk, lis)
+        d = departure(rel, st)
+        d.update(lookahead_frames=la, audio_window_frames=win, step_ms=_medians(tim, 2)["total"])
+        out["runs"].append(d)
+        print(json.dumps(d), flush=True)
     return out
 
 
@@ -158,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--modes", default="release,streaming")
     ap.add_argument("--speaker-only", action="store_true")
-    ap.add_argument("--lookaheads", default="0,1,3")
-    ap.add_argument("--windows", default="25,50,96")
+    ap.add_argument(
+        "--grid",
+        default="0:50,1:50,3:50,1:25,1:96",
+        help="streaming settings to compare, lookahead_frames:audio_window_frames,...",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.threads:

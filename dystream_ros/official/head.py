@@ -158,13 +158,17 @@ def sample(
     cc = c[keep]
     x = noise
     x0s, traj, vel = [], [x], []
-    g = head.gpt_proj(cc)
+    g = F.silu(head.gpt_proj(cc))
+    cond_mods = [blk.mod2(g).chunk(3, dim=-1) for blk in head.blocks]  # the condition's part: once per frame
     for i, t in enumerate(timesteps):
         if temb_cache is not None:
             temb = temb_cache[i]
         else:
             temb = time_embed(t.reshape(1).to(dev)).unsqueeze(1)
-        mods = [blk.modulation(temb, g) for blk in head.blocks]
+        mods = [
+            (*blk.mod1(F.silu(temb)).chunk(3, dim=-1), *cm)
+            for blk, cm in zip(head.blocks, cond_mods, strict=True)
+        ]
         x0 = head(x, cc, temb, mods)  # (Q, 1, D)
         u = x0[0:1]
         x0_cfg = u
