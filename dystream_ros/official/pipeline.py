@@ -144,6 +144,7 @@ class _ConfigView:
         s = cfg.sampler
         self.official = cfg
         self.profile = cfg.profile
+        self.motion = "latent"
         self.latent_dim = cfg.latent_dim
         self.audio = _AudioView(cfg, mode)
         t = s.temperature
@@ -232,6 +233,8 @@ class OfficialSession:
         self._generated = 0
         self._audio = (_Samples(), _Samples())
         self._first_latent: torch.Tensor | None = None
+        if getattr(self, "_volume", None) is not None:
+            self._face = (self._m0.to(self._volume.dtype), self._volume)
         R = self._cfg.gpt.history
         self._history = self._m0.reshape(1, 1, -1).expand(1, R, -1).clone()
         self._prev = self._m0.reshape(1, 1, -1)
@@ -248,9 +251,10 @@ class OfficialSession:
                 ref = _image_tensor(image, self._cfg.autoencoder.image_size, dev, ae_dt)
                 self._m0 = model.ae.motion_encoder(ref).to(dt)
                 self._volume = model.ae.face_encoder(ref) if self._pipe.render else None
+                self._face = None if self._volume is None else (self._m0.to(ae_dt), self._volume)
             else:  # latents-only file: no motion encoder; a neutral latent
                 self._m0 = torch.zeros(1, self._cfg.latent_dim, device=dev, dtype=dt)
-                self._volume = None
+                self._volume = self._face = None
         self._custom_anchor = None
         self._set_anchor()
         if self._generated == 0:
@@ -360,8 +364,30 @@ class OfficialSession:
         return time.perf_counter()
 
     @torch.no_grad()
-    def step(self) -> Frame | None:
-        """Produce the next frame, or None until its audio (incl. lookahead) is buffered on both channels."""
+    @property
+    def face(self) -> tuple | None:
+        """What the decoder renders on (opaque; for :meth:`render_image`): (LIA source latent, volume)."""
+        return self._face
+
+    @torch.no_grad()
+    def render_image(self, latent: np.ndarray, face: tuple | None = None) -> np.ndarray:
+        """The (512, 512, 3) uint8 image of a (D,) latent on ``face`` (default: the current reference).
+
+        Safe to call from another thread than :meth:`step` (reads only the immutable ``face`` tuple)."""
+        src, volume = self._face if face is None else face
+        ae = self._pipe.model.ae
+        lat = torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32))[None].to(
+            volume.device, volume.dtype
+        )
+        img = ae.decode(src.to(volume.dtype), lat, volume)
+        image = (img[0].permute(1, 2, 0).float() * 127.5 + 128.0).clamp_(0.0, 255.0).to(torch.uint8)
+        return image.contiguous().cpu().numpy()
+
+    def step(self, render: bool = True) -> Frame | None:
+        """Produce the next frame, or None until its audio (incl. lookahead) is buffered on both channels.
+
+        ``render=False`` leaves ``image`` None (and ``timings["render"]`` out), for a caller that renders
+        the latent itself with :meth:`render_image`."""
         if self.frames_available() == 0:
             return None
         n, eng, cfg = self._next, self._eng, self._cfg
@@ -404,14 +430,10 @@ class OfficialSession:
         t3 = self._clock()
         if self._first_latent is None:
             self._first_latent = latent.reshape(1, -1)
-        image = None
-        if self._pipe.render and self._volume is not None:
-            ae = self._pipe.model.ae
-            src = self._first_latent if self.mode == "release" else self._m0
-            vd = self._volume.dtype
-            img = ae.decode(src.to(vd), latent.reshape(1, -1).to(vd), self._volume)
-            image = (img[0].permute(1, 2, 0).float() * 127.5 + 128.0).clamp_(0.0, 255.0).to(torch.uint8)
-            image = image.contiguous().cpu().numpy()
+            if self.mode == "release" and self._volume is not None:  # the released app's LIA source
+                self._face = (self._first_latent, self._volume)
+        latent_np = latent.reshape(-1).float().cpu().numpy().astype(np.float32, copy=True)
+        image = self.render_image(latent_np) if render and self._face is not None else None
         t4 = self._clock()
         self._prev = latent
         self._history = torch.cat([self._history[:, 1:], latent], dim=1)
@@ -419,18 +441,16 @@ class OfficialSession:
         self._next += 1
         self._discard()
         ms = 1000.0
+        timings = {"audio": (t1 - t0) * ms, "generator": (t2 - t1) * ms, "head": (t3 - t2) * ms}
+        if image is not None:
+            timings["render"] = (t4 - t3) * ms
+        timings["total"] = (t4 - t0) * ms
         return Frame(
             index=n,
             audio_time_s=n * (cfg.samples_per_frame / cfg.sample_rate),
-            latent=latent.reshape(-1).float().cpu().numpy().astype(np.float32, copy=True),
+            latent=latent_np,
             image=image,
-            timings={
-                "audio": (t1 - t0) * ms,
-                "generator": (t2 - t1) * ms,
-                "head": (t3 - t2) * ms,
-                "render": (t4 - t3) * ms,
-                "total": (t4 - t0) * ms,
-            },
+            timings=timings,
         )
 
 
@@ -462,6 +482,7 @@ class OfficialPipeline:
         self.mode = mode or model.cfg.streaming.mode
         self.render = bool(render and model.ae is not None)
         self.checkpoint_id = checkpoint_id
+        self.readout = None  # no articulation read-out: the photo renderer does not apply
         self.engine = Engine(model, device)
         self.backend = _Backend(self.engine.device)
         self.config = _ConfigView(model.cfg, self.mode)
