@@ -124,7 +124,7 @@ def author_weights(q: np.ndarray) -> np.ndarray:
     # Nothing the mouth does reaches above the base of the nose (landmark 2): the mouth weights fade out over
     # the upper half of the philtrum, so the eyes, brows and nose stay as they are while only the mouth moves.
     y_nose, y_lip = float(q[2, 1]), float(q[0, 1])
-    taper = _smoothstep(y, y_nose + 0.2 * (y_lip - y_nose), y_nose + 0.6 * (y_lip - y_nose))
+    taper = _smoothstep(y, y_nose + 0.35 * (y_lip - y_nose), y_nose + 0.85 * (y_lip - y_nose))
     for c in ("jaw", "upper_lip", "lower_lip", "corner_l", "corner_r", "lip_depth"):
         out[c] = out[c] * taper
     w = np.stack([np.clip(out[c], 0, 1) for c in WEIGHT_COLUMNS], axis=1)
