@@ -10,13 +10,19 @@ JSON: when each chunk's first sample actually left the DAC, and each frame's res
 Timing. Every sample of a chunk stamped ``s`` is heard at ``s + playback_delay`` on the node's clock:
 the output buffer's PortAudio ``outputBufferDacTime`` is mapped onto the clock and the sample placed
 in it to the sample (:mod:`dystream_ros.sound.queue`). ``playback_delay`` is a number of seconds or
-``auto``: the delay is then measured per utterance (contiguous chunks) as the avatar's frame latency,
-i.e. the receive time of the first ``state`` message whose frame covers the utterance's first stamp,
-minus that frame's stamp. The frame published for audio time ``f`` and the sample of time ``f`` then
+``auto``: the delay is then measured per utterance (contiguous chunks) as the avatar's frame latency (receive
+time of a ``state`` message minus its frame's stamp): when the frame covering the utterance's first
+stamp arrives, the least latency of the last three frames produced since the utterance's audio
+arrived. The frame published for audio time ``f`` and the sample of time ``f`` then
 leave at the same moment. The audio of an utterance is held until then; when no frame comes by
-``stamp + fallback_delay_s - output latency``, the recent median frame latency (or ``fallback_delay_s``)
-is used and counted (``auto_fallbacks``). A TTS burst stamped in the near future thus plays exactly
-when its frames are published, with nothing added on top of the avatar's own latency.
+``stamp + fallback_delay_s - output latency`` (0.5 s by default), the median frame latency of the last
+second (or ``fallback_delay_s`` when no frames came) is used and counted (``auto_fallbacks``). A TTS
+burst stamped in the near future thus plays exactly when its frames are published, with nothing added
+on top of the avatar's own latency. The avatar's latency can change within an utterance (its frames
+speed up once speech arrives on a channel that was waiting for audio): audio is sent to the device only
+``send_ahead_s`` ahead, and in the utterance's pauses (10 ms blocks below ``silence_dbfs``) the delay
+moves one block at a time towards the median latency of the utterance's last frames (a silent block
+left out or added, counted in ``sync_skipped_samples`` / ``sync_inserted_samples``).
 
 Barge-in: ``interrupt`` flushes the device queue and the held audio at once (the rest of the
 interrupted utterance arriving later is dropped too); ``last_interrupt_to_silence_ms`` is the time
@@ -67,10 +73,17 @@ PARAMS: tuple[Param, ...] = (
           read_only=True, lo=0, hi=1 << 16),
     Param("playback_delay", "auto", "seconds from a sample's stamp to its playback, or 'auto': the avatar's "
           "measured frame latency per utterance (sound and face leave together)", read_only=True),
-    Param("fallback_delay_s", 0.15, "auto: the delay when no frame of the utterance arrived in time (the "
-          "recent median frame latency when known)", read_only=True, lo=0.0, hi=10.0),
+    Param("fallback_delay_s", 0.5, "auto: how long an utterance waits for its first frame; when none came "
+          "by then, the median latency of the last second of frames (or this value when there were "
+          "none) is its delay", read_only=True, lo=0.0, hi=10.0),
     Param("contiguous_s", 0.01, "a chunk whose stamp is within this of the previous chunk's end continues "
           "its utterance (same delay, seamless)", read_only=True, lo=0.0, hi=1.0),
+    Param("send_ahead_s", 0.25, "audio is sent to the device this far ahead of its playback time (what "
+          "is not sent yet can still be re-timed in a pause, and an interrupt drops it here)",
+          read_only=True, lo=0.05, hi=60.0),
+    Param("silence_dbfs", -45.0, "a 10 ms block below this peak level is a pause, where the delay may be "
+          "moved by one block towards the latency of the utterance's recent frames", read_only=True,
+          lo=-120.0, hi=0.0),
     Param("max_queue_s", 30.0, "audio queued for playback at most; more is refused and counted (overflow)",
           read_only=True, lo=0.1, hi=600.0),
     Param("max_message_bytes", 8 * 1024 * 1024, "larger audio messages are refused and counted",
@@ -107,9 +120,20 @@ class _Utterance:
     resampler: StreamResampler
     deadline_ns: int  # auto: lock with the fallback delay at this clock time
     out_samples: int = 0  # samples at the device rate produced so far
-    delay_ns: int | None = None
-    pending: list = field(default_factory=list)  # (samples, first output index) held until locked
+    delay_ns: int | None = None  # locked delay (the first frame's latency, fixed, or a fallback)
+    shift_ns: int = 0  # adjustments made in pauses since (the delay in force is delay_ns + shift_ns)
+    unsent: list = field(default_factory=list)  # samples not yet sent to the device, in order
+    sent: int = 0  # output samples sent (or skipped) so far
+    lats: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5))
+    segments: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4000))
     interrupted: bool = False
+
+    def offset_at(self, f: int) -> int | None:
+        """The delay the sample of audio time ``f`` was sent with (None if not sent)."""
+        for s0, s1, off in reversed(self.segments):
+            if s0 <= f < s1:
+                return off
+        return None
 
     def end_ns(self, rate: int) -> float:
         return self.start_ns + self.out_samples * NS / rate
@@ -135,6 +159,7 @@ class SpeakerNode(Node):
         self._silence = Window(50)
         self._delay_ms = float("nan")
         self._interrupt_at: list[int] = []
+        self._silence_level = 10.0 ** (float(p["silence_dbfs"]) / 20.0)
         self.player = Player({"device": p["device"], "channels": int(p["channels"]),
                               "blocksize": int(p["block_size"]), "max_queued_s": float(p["max_queue_s"])},
                              retry_s=float(p["retry_s"]), log=self._worker_log)
@@ -196,6 +221,10 @@ class SpeakerNode(Node):
             if not contiguous:
                 if u is not None and not u.interrupted:
                     self._emit(u, u.resampler.flush(), out_rate)
+                    if u.delay_ns is None:
+                        d, how = self._fallback_delay(self.now_ns())
+                        self._lock_delay(u, d, how)
+                    self._send_due(u, self.now_ns() + 3600 * NS)  # all of it: the device queue holds it
                 u = self._new_utterance(stamp, rate, out_rate)
             self.c["samples_accepted"] += x.size
             self._emit(u, u.resampler.process(x), out_rate)
@@ -214,27 +243,65 @@ class SpeakerNode(Node):
         return u
 
     def _emit(self, u: _Utterance, y: np.ndarray, out_rate: int) -> None:
-        if y.size == 0:
-            return
-        idx = u.out_samples
-        u.out_samples += y.size
-        if u.delay_ns is None:
-            u.pending.append((y, idx))
-        else:
-            self._schedule(u, y, idx, out_rate)
-
-    def _schedule(self, u: _Utterance, y: np.ndarray, idx: int, out_rate: int) -> None:
-        src = u.start_ns + int(round(idx * NS / out_rate))
-        if not self.player.schedule(y, src + u.delay_ns, src):
-            self.c["output_samples_no_device"] += y.size
+        if y.size:
+            u.out_samples += y.size
+            u.unsent.append(y)
 
     def _lock_delay(self, u: _Utterance, delay_ns: int, how: str) -> None:
         u.delay_ns = int(delay_ns)
         self._delay_ms = delay_ns / 1e6
         self.c[f"delay_locks_{how}"] += 1
-        pending, u.pending = u.pending, []
-        for y, idx in pending:
-            self._schedule(u, y, idx, self.player.rate)
+        self._send_due(u, self.now_ns())
+
+    def _send_due(self, u: _Utterance, now: int) -> None:
+        """Send the utterance's audio due within ``send_ahead_s`` to the device, in 10 ms blocks; in a
+        silent block, move the delay one block towards the latency of the utterance's recent frames
+        (skip the block or add one of silence; counted)."""
+        if u.delay_ns is None or not u.unsent or u.interrupted:
+            return
+        rate = self.player.rate
+        x = np.concatenate(u.unsent) if len(u.unsent) > 1 else u.unsent[0]
+        blk = max(1, rate // 100)
+        horizon = now + int(float(self.p["send_ahead_s"]) * NS)
+        adjust = self.fixed_delay is None and len(u.lats) >= 3
+        target = int(np.median(u.lats)) if adjust else 0
+        pos, piece_start = 0, 0
+
+        def send(a: int, b: int) -> None:
+            if b <= a:
+                return
+            idx = u.sent + a
+            src = u.start_ns + int(round(idx * NS / rate))
+            off = u.delay_ns + u.shift_ns
+            u.segments.append((src, u.start_ns + int(round((u.sent + b) * NS / rate)), off))
+            if not self.player.schedule(x[a:b], src + off, src):
+                self.c["output_samples_no_device"] += b - a
+
+        while pos < x.size:
+            src = u.start_ns + int(round((u.sent + pos) * NS / rate))
+            if src + u.delay_ns + u.shift_ns > horizon:
+                break
+            end = min(pos + blk, x.size)
+            if adjust and end - pos == blk and float(np.abs(x[pos:end]).max()) < self._silence_level:
+                diff = target - (u.delay_ns + u.shift_ns)
+                step = blk * NS // rate
+                if diff < -step // 2:  # play earlier: leave this silent block out
+                    send(piece_start, pos)
+                    u.shift_ns -= step
+                    self.c["sync_skipped_samples"] += blk
+                    self.c["sync_adjustments"] += 1
+                    piece_start = end
+                elif diff > step // 2:  # play later: a block of silence before this one
+                    send(piece_start, pos)
+                    u.shift_ns += step
+                    self.c["sync_inserted_samples"] += blk
+                    self.c["sync_adjustments"] += 1
+                    piece_start = pos
+            pos = end
+        send(piece_start, pos)
+        u.sent += pos
+        u.unsent = [x[pos:]] if pos < x.size else []
+        self._delay_ms = (u.delay_ns + u.shift_ns) / 1e6
 
     # ------------------------------------------------------------------------------------------
     # the avatar's frames
@@ -245,22 +312,27 @@ class SpeakerNode(Node):
         with self._lock:
             self._frame_lat.append((recv, lat))
             u = self._utt
-            if (u is not None and u.delay_ns is None and not u.interrupted and f + FRAME_NS > u.start_ns
-                    and f < u.start_ns + 2 * FRAME_NS):
-                self._lock_delay(u, lat, "frame")
+            if u is not None and not u.interrupted:
+                # frames produced since this utterance's audio arrived: the avatar's latency with it
+                u.lats.append(lat)
+                if u.delay_ns is None and f + FRAME_NS > u.start_ns and f < u.start_ns + 2 * FRAME_NS:
+                    self._lock_delay(u, int(min(list(u.lats)[-3:])), "frame")
             rate = self.player.rate
             for v in reversed(self._recent_utts):
-                if v.delay_ns is not None and rate and v.start_ns <= f < v.end_ns(rate):
-                    resid_ms = (recv - (f + v.delay_ns)) / 1e6
+                if rate and v.start_ns <= f < v.end_ns(rate):
+                    off = v.offset_at(f)
+                    if off is None:
+                        break
+                    resid_ms = (recv - (f + off)) / 1e6
                     self._residual.add(resid_ms)
                     self._residual_abs.add(abs(resid_ms))
                     self.c["frames_matched"] += 1
                     self._publish_timing({"kind": "frame", "frame_stamp_ns": f, "recv_ns": recv,
-                                          "play_ns": f + v.delay_ns, "residual_ms": resid_ms})
+                                          "play_ns": f + off, "residual_ms": resid_ms})
                     break
 
     def _fallback_delay(self, now: int) -> tuple[int, str]:
-        recent = [lat for t, lat in self._frame_lat if now - t < 5 * NS]
+        recent = [lat for t, lat in self._frame_lat if now - t < NS]
         if recent:
             return int(np.median(recent)), "recent"
         return int(round(float(self.p["fallback_delay_s"]) * NS)), "fallback"
@@ -275,6 +347,8 @@ class SpeakerNode(Node):
                 d, how = self._fallback_delay(now)
                 self._lock_delay(u, d, how)
                 self.c["auto_fallbacks"] += 1
+            if u is not None:
+                self._send_due(u, now)
         for r in self.player.take_played():
             err_us = (r.played_ns - r.scheduled_ns) / 1e3
             self._played_err.add(err_us)
@@ -303,8 +377,8 @@ class SpeakerNode(Node):
             held = 0
             u = self._utt
             if u is not None:
-                held = sum(y.size for y, _ in u.pending)
-                u.pending = []
+                held = sum(y.size for y in u.unsent)
+                u.unsent = []
                 u.interrupted = True
             self.c["interrupts"] += 1
             self.c["output_samples_interrupted_held"] += held
