@@ -30,6 +30,16 @@ if ! command -v espeak-ng >/dev/null 2>&1 || ! ldconfig -p | grep libespeak-ng.s
   fi
 fi
 
+# ---- system packages for the sound nodes (PortAudio with JACK support; JACK's dummy driver for tests) --
+if ! ldconfig -p | grep -q libportaudio.so.2 || ! command -v jackd >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing libportaudio2 and jackd2 (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libportaudio2 jackd2 >/dev/null
+  else
+    log "WARNING: PortAudio/JACK missing (sound nodes and their tests): sudo apt-get install libportaudio2 jackd2"
+  fi
+fi
+
 # ---- the virtual environment -------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   VENV_ARGS=()
