@@ -26,11 +26,13 @@ __all__ = [
     "NS",
     "SAMPLES_PER_FRAME",
     "SAMPLE_RATE",
+    "ARTICULATION_DIM",
     "AudioConfig",
     "AutoencoderConfig",
     "ConfigError",
     "GeneratorConfig",
     "HeadConfig",
+    "MOTION_SPACES",
     "ModelConfig",
     "PROFILES",
     "SamplerConfig",
@@ -44,6 +46,12 @@ __all__ = [
 SAMPLE_RATE = 16000
 FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+#: Motion spaces a model can generate in (``ModelConfig.motion``): ``latent`` (the warping autoencoder's
+#: learned latent, rendered by its decoder) or ``articulation`` (the renderer's articulation vector,
+#: ``data.face.ARTICULATION_FIELDS``, standardised by statistics stored in the checkpoint; no autoencoder).
+MOTION_SPACES = ("latent", "articulation")
+#: Width of the articulation vector (``len(data.face.ARTICULATION_FIELDS)``; tested).
+ARTICULATION_DIM = 13
 #: Nanoseconds per second (ROS stamps and bag times are integer nanoseconds).
 NS = 1_000_000_000
 
@@ -410,10 +418,17 @@ class AutoencoderConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The whole model. ``latent_dim`` is the motion latent shared by generator, head and autoencoder."""
+    """The whole model. ``latent_dim`` is the motion latent shared by generator, head and autoencoder.
+
+    ``motion``: the space the generator's motion lives in (:data:`MOTION_SPACES`). ``"articulation"``:
+    ``latent_dim`` is :data:`ARTICULATION_DIM`, the model has no autoencoder (``autoencoder`` only sizes
+    the reference image the session reads) and its normalisation statistics are tensors of the
+    checkpoint (``model.articulation``).
+    """
 
     profile: str = "lite"
     latent_dim: int = 64
+    motion: str = "latent"
     audio: AudioConfig = field(default_factory=AudioConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -426,6 +441,17 @@ class ModelConfig:
             isinstance(self.profile, str) and self.profile != "", "ModelConfig.profile", "must be a string"
         )
         _pos_int(self, "latent_dim")
+        _check(
+            self.motion in MOTION_SPACES,
+            "ModelConfig.motion",
+            f"must be one of {MOTION_SPACES}, got {self.motion!r}",
+        )
+        _check(
+            self.motion != "articulation" or self.latent_dim == ARTICULATION_DIM,
+            "ModelConfig.latent_dim",
+            f"must be {ARTICULATION_DIM} (the articulation vector) with motion 'articulation', "
+            f"got {self.latent_dim}",
+        )
         for n, t in (
             ("audio", AudioConfig),
             ("generator", GeneratorConfig),

@@ -1,4 +1,4 @@
-"""``dystream train autoencoder|extract|generator|evaluate``: the training pipeline's command line."""
+"""``dystream train autoencoder|extract|articulation-set|generator|evaluate``: the training command line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ _STAGES = {
         "dystream_ros.train.latents",
         "standardise the motion latent and cache per-frame latents + log-mels of every conversation",
         "extract_main",
+    ),
+    "articulation-set": (
+        "dystream_ros.train.articulation",
+        "cache standardised ground-truth articulation + log-mels (the training set of an articulation model)",
+        "articulation_set_main",
     ),
     "generator": (
         "dystream_ros.train.generator",

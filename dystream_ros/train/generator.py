@@ -44,7 +44,14 @@ from dystream_ros.train.common import (
 )
 from dystream_ros.train.latents import LatentSet, fit_head_basis, motion_fingerprint
 
-__all__ = ["GenLoss", "encode_mels", "export_model", "sample_windows", "train_generator"]
+__all__ = [
+    "GenLoss",
+    "encode_mels",
+    "export_articulation_model",
+    "export_model",
+    "sample_windows",
+    "train_generator",
+]
 
 
 def encode_mels(enc: AudioEncoder, mels: torch.Tensor) -> torch.Tensor:
@@ -152,6 +159,24 @@ def export_model(
     return save_checkpoint(model, path, extra=meta)
 
 
+def export_articulation_model(
+    trainable_state: dict[str, torch.Tensor],
+    model: DyStreamModel,
+    path: str | Path,
+    extra: dict | None = None,
+    sampler: dict | None = None,
+) -> Path:
+    """Checkpoint of an articulation model: ``model`` (its standardisation and head axes) with
+    ``trainable_state`` (EMA weights) for audio encoder, generator and head; saved latents-only."""
+    out = copy.deepcopy(model).cpu()
+    _trainable(out).load_state_dict(trainable_state, strict=True)
+    if sampler:
+        out.cfg = out.cfg.replace(sampler=sampler)
+    meta = {"stage": "full", "motion": "articulation"}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return save_checkpoint(out, path, extra=meta)
+
+
 @torch.no_grad()
 def validation_loss(loss_mod: GenLoss, windows: tuple[np.ndarray, np.ndarray], seed: int = 0) -> float:
     """Mean loss on fixed held-out windows with fixed noise/dropout draws."""
@@ -177,11 +202,24 @@ def train_generator(args) -> int:
     log = JsonLog(out_dir / "log.jsonl", enabled=info.main)
     try:
         data = LatentSet(args.latents, args.max_conversations)
-        ae_path = Path(args.autoencoder) if args.autoencoder else data.root / data.index["autoencoder"]
-        model = load_checkpoint(ae_path, render=False).train()
-        if motion_fingerprint(model) != data.fingerprint:
-            raise ValueError(f"{ae_path} does not match the latent set {args.latents} (motion fingerprint)")
-        if not args.resume or not state_path.is_file():
+        articulation = data.index.get("motion") == "articulation"
+        if articulation:
+            # The articulation motion space (train articulation-set): no autoencoder; a fresh model from
+            # the run seed carrying the set's standardisation.
+            from dystream_ros.train.articulation import build_articulation_model
+
+            if args.autoencoder:
+                raise ValueError("--autoencoder does not apply to an articulation set")
+            ae_path = None
+            model = build_articulation_model(data.index, args.profile, seed=args.seed).train()
+        else:
+            ae_path = Path(args.autoencoder) if args.autoencoder else data.root / data.index["autoencoder"]
+            model = load_checkpoint(ae_path, render=False).train()
+            if motion_fingerprint(model) != data.fingerprint:
+                raise ValueError(
+                    f"{ae_path} does not match the latent set {args.latents} (motion fingerprint)"
+                )
+        if not articulation and (not args.resume or not state_path.is_file()):
             # Fresh generator weights from the run seed (the autoencoder file may carry any).
             from dystream_ros.model.dystream import build_model
 
@@ -228,10 +266,17 @@ def train_generator(args) -> int:
         # The latent's head-pose directions, for SamplerConfig.head_temperature (synthetic data only;
         # only the main process exports).
         head_basis = None
-        if info.main and data.params is not None:
+        if info.main and data.params is not None and not articulation:
             head_basis = fit_head_basis(data.latents, data.params)
 
         def export(step_: int) -> None:
+            if articulation:  # the model's own (fixed) tensors + the EMA weights
+                export_articulation_model(
+                    ema.state_dict(), model, out_dir / "model.safetensors",
+                    extra={"step": step_, "seed": args.seed, "fingerprint": data.fingerprint},
+                    sampler=sampler,
+                )
+                return
             export_model(
                 ema.state_dict(),
                 ae_path,
@@ -332,6 +377,11 @@ def add_arguments(p) -> None:
         help="autoencoder checkpoint to build the pipeline from (default: the latent set's)",
     )
     p.add_argument("--out", required=True, help="run directory (state, log, model.safetensors)")
+    p.add_argument(
+        "--profile",
+        default="lite",
+        help="sizes of an articulation model (articulation sets only): a profile name or a checkpoint file",
+    )
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=16, help="windows per step per process")
     p.add_argument("--frames", type=int, default=100, help="frames per training window")
