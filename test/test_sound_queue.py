@@ -180,3 +180,19 @@ def test_queue_flush_mid_utterance_silences_the_next_buffer():
     y = _play(q, t0 + int(round(4 * 256 * T)), 2)
     assert not y.any()
     assert q.snapshot()["samples_played"] + q.snapshot()["samples_flushed"] == RATE
+
+
+def test_robot_launch_file_names_shipped_executables():
+    """The launch file parses and starts only executables of bin/ (launch_ros itself is not installed
+    in every test environment, so the file is read, not run)."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    src = (repo / "launch" / "dystream_robot.launch.py").read_text()
+    tree = ast.parse(src)
+    exes = {kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+            for kw in node.keywords if kw.arg == "executable" and isinstance(kw.value, ast.Constant)}
+    assert exes == {"dystream_mic", "dystream_speaker", "dystream_tts"}
+    assert all((repo / "bin" / e).is_file() for e in exes)
+    assert "dystream.launch.py" in src  # the avatar comes from its own launch file

@@ -251,6 +251,10 @@ class SpeakerNode(Node):
         u.delay_ns = int(delay_ns)
         self._delay_ms = delay_ns / 1e6
         self.c[f"delay_locks_{how}"] += 1
+        if how != "fixed":
+            lats = ", ".join(f"{v / 1e6:.0f}" for v in u.lats)
+            self.get_logger().info(f"utterance at {u.start_ns / 1e9:.3f} s: delay {delay_ns / 1e6:.1f} ms "
+                                   f"({how}; latest frame latencies {lats} ms)")
         self._send_due(u, self.now_ns())
 
     def _send_due(self, u: _Utterance, now: int) -> None:

@@ -46,8 +46,8 @@ PARAMS: tuple[Param, ...] = (
     Param("voice", "us_m1", "a voice key of dystream_ros.data.speech.VOICES, or an espeak-ng voice name "
           "(e.g. en-us+f3)", read_only=True),
     Param("rate_wpm", 0, "words per minute; 0 = the voice's", read_only=True, lo=0, hi=450),
-    Param("lead_s", 0.3, "stamp of an utterance's first sample: this far after the text arrived (covers "
-          "synthesis and transport)", read_only=True, lo=0.0, hi=5.0),
+    Param("lead_s", 0.5, "stamp of an utterance's first sample: this far after the text arrived (covers "
+          "synthesis, transport and the avatar settling on the speech)", read_only=True, lo=0.0, hi=5.0),
     Param("chunk_ms", 100, "audio per message", read_only=True, lo=10, hi=5000),
     Param("max_ahead_s", 2.0, "publish chunks at most this far ahead of their stamps (0 = the whole "
           "utterance at once)", read_only=True, lo=0.0, hi=60.0),
