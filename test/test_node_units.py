@@ -191,3 +191,14 @@ def test_reference_limits_are_checked_before_decoding(tmp_path):
     with pytest.raises(ReferenceRefused, match="outside reference_dirs"):
         resolve_reference_path(str(tmp_path / ".." / "face.png"), lim)  # ".." is resolved first
     assert resolve_reference_path("/etc/passwd", ReferenceLimits()) == Path("/etc/passwd")  # no dirs: any
+
+
+def test_face_articulation_message_has_the_articulation_fields():
+    """FaceArticulation.msg names every articulation column, in order, as float32 (the node fills it by name)."""
+    from dystream_ros.data.face import ARTICULATION_FIELDS
+    from dystream_ros.msg import FaceArticulation
+
+    fields = FaceArticulation.get_fields_and_field_types()
+    assert list(fields)[2:] == list(ARTICULATION_FIELDS)
+    assert all(fields[f] == "float" for f in ARTICULATION_FIELDS)
+    assert list(fields)[:2] == ["header", "frame_index"]

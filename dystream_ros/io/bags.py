@@ -61,7 +61,7 @@ AUDIO_COMMON_MSGS = {
         "uint8 channels\nuint32 sample_rate\nstring sample_format\nuint32 bitrate\nstring coding_format\n"
     ),
 }
-PACKAGE_MSGS = ("AudioChunk", "MotionLatent", "AvatarState")
+PACKAGE_MSGS = ("AudioChunk", "MotionLatent", "AvatarState", "FaceArticulation")
 
 
 class BagError(RuntimeError):

@@ -5,12 +5,12 @@ Inputs (relative names, remappable): ``speaker_audio`` (the robot's own speech, 
 ``audio_common_msgs/AudioDataStamped`` (+ ``<topic>_info``), the rates in ``sample_rates``,
 int16/float32, mono or interleaved multi-channel; reliable QoS by default (``input_qos``).
 
-Outputs (relative names): ``face_image`` (sensor_msgs/Image rgb8), optional ``face_image/compressed``
-(JPEG), ``motion_latent`` (MotionLatent), ``state`` (AvatarState), all stamped with the audio time of the
-frame start (stream start stamp + 40 ms * n); ``~/info`` (std_msgs/String JSON, latched: profile,
-checkpoint, sizes, timing); ``/diagnostics`` at 1 Hz. Services ``~/reset`` and ``~/interrupt``
-(std_srvs/Trigger), ``~/set_reference`` (dystream_ros/SetReference); the ``interrupt`` topic
-(std_msgs/Empty) is the barge-in of a dialogue manager: queued speaker audio is dropped and counted.
+Outputs (relative names), stamped with the audio time of the frame start: ``face_image`` (rgb8; drawn by
+the ``renderer``), optional ``face_image/compressed``, ``motion_latent``, ``state`` (AvatarState),
+``face_articulation`` (when the model reads out articulation); latched ``~/info`` (JSON: profile,
+checkpoint, renderer, sizes, timing); ``/diagnostics`` at 1 Hz. Services ``~/reset``, ``~/interrupt``
+(Trigger; also the ``interrupt`` topic, std_msgs/Empty: barge-in drops queued speaker audio, counted),
+``~/set_reference``.
 
 Timing: a 40 ms timer on the node clock (ROS time; follows /clock under use_sim_time) only wakes the
 node; which frames to produce is decided by :class:`dystream_ros.runtime.scheduler.FrameScheduler` in
@@ -45,7 +45,6 @@ from std_msgs.msg import Empty
 from std_srvs.srv import Trigger
 
 from dystream_ros.audio import AudioFormatError
-from dystream_ros.io.images import image_msg_to_rgb
 from dystream_ros.runtime.engine import AvatarEngine, FrameOut
 from dystream_ros.runtime.feeder import SessionOutOfStep
 from dystream_ros.runtime.intake import AudioIntake
@@ -126,8 +125,7 @@ class DystreamNode(LifecycleNode):
         (self.get_logger().warning if level == "warning" else self.get_logger().info)(msg)
 
     def _read_settings(self, strict: bool = True) -> Settings:
-        """The typed settings of the current parameter values (``ValueError`` when one is invalid;
-        with ``strict=False`` the defaults then, and configure reports the error)."""
+        """Settings of the parameters (``ValueError`` if invalid; ``strict=False``: then the defaults)."""
         try:
             return Settings.from_params({p.name: self.get_parameter(p.name).value for p in PARAMS})
         except ValueError:
@@ -158,10 +156,14 @@ class DystreamNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=reason)
             updates[p.name] = spec.coerce(p.value)
         if updates:
-            self._settings = self._settings.replace(**updates)
             engine = self._engine
-            if engine is not None:
-                engine.update(**updates)  # the scheduler now, the session before its next frame
+            if engine is not None:  # the scheduler now, the session before its next frame
+                try:
+                    engine.update(**updates)
+                except ValueError as e:  # e.g. renderer photo with a reference the rig refuses
+                    return SetParametersResult(successful=False, reason=str(e))
+                self._renderer_news()
+            self._settings = self._settings.replace(**updates)
             with self._lock:
                 if set(updates) & {"publish_image", "publish_compressed"}:
                     self._optional_pubs_dirty = True
@@ -213,7 +215,7 @@ class DystreamNode(LifecycleNode):
             raise ConfigureError(str(e)) from e
         self._engine = engine
         self._intake = AudioIntake(s, self._stats)
-        out_size = s.image_size or int(engine.pipe.image_size)
+        out_size = s.image_size or engine.image_size
         self._meta = {"node": self.get_fully_qualified_name(), **engine.meta, "image_size": out_size,
                       "frame_id": s.frame_id, "audio_msg_type": s.audio_msg_type}
         # publishers (lifecycle: they publish only while active)
@@ -343,12 +345,8 @@ class DystreamNode(LifecycleNode):
             self._stats.step_errors += 1
         self.get_logger().error(f"frame production failed: {e!r}")
 
-    def stop_producer(self) -> None:
-        """End the producer thread (node shutdown)."""
-        self._producer.stop()
-
     def destroy_node(self):
-        self.stop_producer()
+        self._producer.stop()  # ends the producer thread
         return super().destroy_node()
 
     def _on_tick(self) -> None:
@@ -415,6 +413,13 @@ class DystreamNode(LifecycleNode):
         response.success, response.message = True, "stream reset"
         return response
 
+    def _renderer_news(self) -> None:  # after a renderer change (parameter, or auto on a new reference)
+        e, meta = self._engine, self._meta
+        if e is not None and self._outputs is not None and meta.get("renderer") != e.renderer:
+            meta.update(renderer=e.renderer, renderer_reason=e.renderer_reason)
+            self.get_logger().info(f"renderer: {e.renderer} ({e.renderer_reason})")
+            self._outputs.publish_info()
+
     def _interrupt(self, source: str) -> tuple[bool, str]:
         """Barge-in: the queued speaker audio is dropped (counted) and the face goes on listening."""
         with self._session_lock:
@@ -435,14 +440,8 @@ class DystreamNode(LifecycleNode):
         if engine is None:
             response.success, response.message = False, f"node is {self._state_label}: configure it first"
             return response
-        try:
-            if request.path:
-                img, source = engine.load_reference_file(request.path)
-            elif request.image.width or request.image.height or len(request.image.data):
-                img = image_msg_to_rgb(request.image, engine.reference_limits)
-                source = f"{request.image.width}x{request.image.height} {request.image.encoding} image"
-            else:
-                raise ValueError("give either path or image")
+        try:  # decoded here, off the frame path; bounded and directory-limited by the engine
+            img, source = engine.load_reference_request(request.path, request.image)
         except (FileNotFoundError, ValueError) as e:
             response.success, response.message = False, str(e)
             self._warn_throttled("set_reference", f"set_reference refused: {e}")
@@ -453,10 +452,11 @@ class DystreamNode(LifecycleNode):
                 return response
             try:
                 self._engine.set_reference(img)
-            except ValueError as e:
-                response.success, response.message = False, f"model refused the image: {e}"
+            except ValueError as e:  # the model, or the photo rig (no usable face)
+                response.success, response.message = False, f"refused: {e}"
                 return response
             self._outputs.set_reference(img)
+            self._renderer_news()
         self.get_logger().info(f"reference face set from {source}")
         response.success, response.message = True, f"reference set from {source}"
         return response

@@ -12,15 +12,17 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from dystream_ros.config import NS as _NS
+from dystream_ros.data.face import ARTICULATION_FIELDS
 from dystream_ros.io.images import fit_square
-from dystream_ros.msg import AvatarState, MotionLatent
+from dystream_ros.msg import AvatarState, FaceArticulation, MotionLatent
 from dystream_ros.runtime.scheduler import RateGate
 from dystream_ros.runtime.settings import Settings
 
 from .image_codec import rgb_to_image_msg, rgb_to_jpeg_msg
 from .support import destroy_publisher
 
-__all__ = ["FacePublishers", "latent_msg", "ns_to_time", "publish_images", "qos_profile", "state_msg"]
+__all__ = ["FacePublishers", "articulation_msg", "latent_msg", "ns_to_time", "publish_images", "qos_profile",
+           "state_msg"]
 
 
 def ns_to_time(ns: int) -> Time:
@@ -63,6 +65,16 @@ def latent_msg(out, stamp: Time, frame_id: str, profile: str, checkpoint: str,
     return lm
 
 
+def articulation_msg(out, stamp: Time, frame_id: str) -> FaceArticulation:
+    """FaceArticulation of one FrameOut with an articulation (13,) in PARAM_RANGES units."""
+    m = FaceArticulation()
+    m.header.stamp, m.header.frame_id = stamp, frame_id
+    m.frame_index = int(out.job.index)
+    for name, v in zip(ARTICULATION_FIELDS, out.articulation, strict=True):
+        setattr(m, name, float(v))
+    return m
+
+
 def publish_images(pubs: dict, rgb: np.ndarray, stamp: Time, frame_id: str, jpeg_quality: int) -> None:
     """``rgb`` on the ``image`` (rgb8) and ``compressed`` (JPEG) publishers that exist in ``pubs``."""
     if "image" in pubs:
@@ -87,6 +99,9 @@ class FacePublishers:
             "state": node.create_lifecycle_publisher(AvatarState, "state", self._qos),
             "info": node.create_lifecycle_publisher(String, "~/info", qos_profile(True, 1, latched=True)),
         }
+        if meta.get("articulation"):  # the model reads out an articulation per frame
+            self.pubs["articulation"] = node.create_lifecycle_publisher(FaceArticulation, "face_articulation",
+                                                                        self._qos)
         self._idle_gate = RateGate()  # idle-face publications on a fixed grid of clock times
         # the idle face (before any audio) is the reference itself; none when not rendering
         self.idle_image = fit_square(reference, self.out_size) if settings.render else None
@@ -125,9 +140,12 @@ class FacePublishers:
         if settings.publish_latent:
             self.pubs["latent"].publish(latent_msg(out, stamp, meta["frame_id"], meta["profile"],
                                                     meta["checkpoint"], processing_ms))
+        if settings.publish_articulation and out.articulation is not None and "articulation" in self.pubs:
+            self.pubs["articulation"].publish(articulation_msg(out, stamp, meta["frame_id"]))
         if out.frame.image is not None and ("image" in self.pubs or "compressed" in self.pubs):
-            publish_images(self.pubs, fit_square(out.frame.image, self.out_size), stamp, meta["frame_id"],
-                           settings.jpeg_quality)
+            img = out.frame.image  # image_size 0: as the renderer draws it (the decoder's or the rig's size)
+            size = settings.image_size or img.shape[0]
+            publish_images(self.pubs, fit_square(img, size), stamp, meta["frame_id"], settings.jpeg_quality)
         return processing_ms, av_ms, now_w
 
     def idle(self, now_ns: int, settings: Settings) -> bool:

@@ -35,6 +35,7 @@ import numpy as np
 from dystream_ros.config import NS as _NS
 from dystream_ros.runtime.feeder import SessionFeeder
 from dystream_ros.runtime.render_thread import RenderThread
+from dystream_ros.runtime.renderers import Face, build_face, choose, photo_size
 from dystream_ros.runtime.scheduler import FrameJob, FrameScheduler, SchedulerConfig, TickPlan
 from dystream_ros.runtime.settings import PARAM_BY_NAME, Settings
 
@@ -112,7 +113,8 @@ class FrameOut:
     state: int  # STATES value
     step_ms: float  # wall time of session.step() (model + rendering, also when rendered on the render thread)
     session_skipped: int  # frames skipped so far in this stream
-    face: object = None  # the reference the frame is to be rendered on (render thread only)
+    face: Face | None = None  # what the frame is rendered on (the renderer and reference when it was stepped)
+    articulation: np.ndarray | None = None  # (13,) PARAM_RANGES units, when the model has a read-out
 
     @property
     def model_ms(self) -> float:
@@ -147,7 +149,8 @@ class AvatarEngine:
         if pipe is None:
             pipe = self._load_pipeline(settings)
         else:
-            settings = settings.replace(render=bool(pipe.render))
+            # images need a decoder or the articulation (photo rig) of every frame
+            settings = settings.replace(render=settings.render and (pipe.render or pipe.readout is not None))
         self.settings = settings
         self.pipe = pipe
         self.reference = self._load_reference(settings) if reference is None else reference
@@ -159,6 +162,12 @@ class AvatarEngine:
         self.scheduler = FrameScheduler(scheduler_config(settings, pipe))
         self._offline_origin = _OFFLINE_ORIGIN_NS
         self._render_thread: RenderThread | None = None  # produce(): started on first use
+        try:
+            self.renderer, self.renderer_reason, self._face = self._renderer_for(settings.renderer,
+                                                                                 self.reference)
+        except ValueError as e:  # RendererUnavailable, PhotoRefused
+            raise EngineError(f"renderer {settings.renderer}: {e}") from e
+        self._log("info", f"renderer: {self.renderer} ({self.renderer_reason})")
         self._warm_up(settings.warmup_frames)
 
     # ------------------------------------------------------------------------------------------
@@ -215,7 +224,9 @@ class AvatarEngine:
             z = np.zeros((n + 1) * pipe.samples_per_frame + int(pipe.lookahead_samples), np.float32)
             self.session.push_audio(speaker=z, listener=z)
             for _ in range(n):
-                self.session.step()
+                frame = self.session.step(render=False)
+                if self._face is not None:
+                    self._face.render(self.session, frame.latent, pipe.readout)
         self.feeder.reset()
 
     @property
@@ -248,6 +259,8 @@ class AvatarEngine:
             "lookahead_ms": cfg.lookahead_samples * 1000 // cfg.sample_rate,
             "model_lookahead_ms": int(pipe.lookahead_ms), "latent_dim": int(pipe.latent_dim),
             "model_image_size": int(pipe.image_size), "render": bool(self.settings.render),
+            "renderer": self.renderer, "renderer_reason": self.renderer_reason,
+            "articulation": pipe.readout is not None,
         }
 
     # ------------------------------------------------------------------------------------------
@@ -290,14 +303,20 @@ class AvatarEngine:
         return self._step(plan)
 
     def _step(self, plan: TickPlan, render: bool = True) -> Iterator[FrameOut]:
+        """FrameOuts of a prepared plan; ``render``: their images rendered here, else left to the caller
+        (each carries the face it is to be rendered on)."""
         threshold = self.settings.speaking_threshold_db
+        readout = self.pipe.readout
         try:
-            for job, frame, step_ms in self.feeder.step(plan, render=render):
+            for job, frame, step_ms in self.feeder.step(plan, render=False):
                 with self.lock:
                     skipped = self.scheduler.stats.session_skipped_frames
                 state = avatar_state(job.speaker_level_db, job.listener_level_db, threshold)
-                face = None if render or not self.pipe.render else self.session.face
-                yield FrameOut(job, frame, state, step_ms, skipped, face)
+                art = readout(frame.latent) if readout is not None else None
+                out = FrameOut(job, frame, state, step_ms, skipped, self._face, art)
+                if render and out.face is not None:
+                    self._render_out(out)
+                yield out
         except Exception:
             self.reset()
             raise
@@ -309,7 +328,7 @@ class AvatarEngine:
         of their own and ``publish`` runs there (docs in ``runtime/render_thread.py``); otherwise here.
         ``on_error`` gets what rendering or ``publish`` raised on that thread. Returns the frames stepped;
         raises like :meth:`frames`."""
-        if not (self.settings.render_thread and self.pipe.render):
+        if not (self.settings.render_thread and self._face is not None):
             outs = list(self.frames(plan))
             for out in outs:
                 publish(out)
@@ -326,7 +345,7 @@ class AvatarEngine:
 
     def _render_out(self, out: FrameOut) -> None:
         t0 = time.perf_counter()
-        out.frame.image = self.session.render_image(out.frame.latent, out.face)
+        out.frame.image = out.face.render(self.session, out.frame.latent, self.pipe.readout)
         ms = (time.perf_counter() - t0) * 1000.0
         out.frame.timings["render"] = ms
         out.frame.timings["total"] = out.frame.timings.get("total", 0.0) + ms
@@ -395,6 +414,8 @@ class AvatarEngine:
         if ro:
             raise ValueError(f"{', '.join(ro)}: read-only (takes effect when the engine is built)")
         new = self.settings.replace(**changes)
+        if "renderer" in changes and new.renderer != self.settings.renderer:
+            self.renderer, self.renderer_reason, self._face = self._renderer_for(new.renderer, self.reference)
         self.settings = new
         if set(changes) & set(SCHEDULER_FIELDS):
             with self.lock:
@@ -429,7 +450,47 @@ class AvatarEngine:
         real = resolve_reference_path(path, self.reference_limits)
         return load_image_file(real, self.reference_limits), real.name
 
+    @property
+    def image_size(self) -> int:
+        """The side of the images the current renderer draws (the decoder's, or the photo rig's)."""
+        if self._face is not None and self._face.kind == "photo":
+            return int(self._face.state.size)
+        return int(self.pipe.image_size)
+
+    def load_reference_request(self, path: str, image) -> tuple[np.ndarray, str]:
+        """The image of a ``~/set_reference`` request: the file ``path`` (:meth:`load_reference_file`) or,
+        without one, the ``sensor_msgs/Image``-shaped ``image`` (size-checked before decoding). Returns
+        (RGB image, where it came from); ``ValueError`` / ``FileNotFoundError`` otherwise."""
+        from dystream_ros.io.images import image_msg_to_rgb
+
+        if path:
+            return self.load_reference_file(path)
+        if image is not None and (image.width or image.height or len(image.data)):
+            return (image_msg_to_rgb(image, self.reference_limits),
+                    f"{image.width}x{image.height} {image.encoding} image")
+        raise ValueError("give either path or image")
+
     def set_reference(self, image: np.ndarray) -> None:
-        """A new reference face (RGB uint8); raises ``ValueError`` when the model refuses it."""
+        """A new reference face (RGB uint8); ``ValueError`` (nothing changed) when the model or the
+        renderer refuses it: a photo rig that finds no usable face, say. ``auto`` chooses again."""
+        choice = self._renderer_for(self.settings.renderer, image, build=False)
+        face = None
+        if choice[0] == "photo":
+            face = build_face("photo", self.session, image, photo_size(self.settings.image_size))
         self.session.set_reference(image)
         self.reference = image
+        if choice[0] == "learned":
+            face = build_face("learned", self.session, image, 0)
+        self.renderer, self.renderer_reason = choice[:2]
+        self._face = face if self.settings.render else None
+
+    def _renderer_for(self, requested: str, reference: np.ndarray, build: bool = True) -> tuple:
+        """(renderer, why, Face or None) for ``requested`` and ``reference``: ``none`` when not rendering;
+        ``ValueError`` (``RendererUnavailable``, ``PhotoRefused``) when it cannot run."""
+        if not self.settings.render:
+            return "none", "render is off", None
+        kind, why = choose(requested, self.pipe, reference)
+        if not build:
+            return kind, why, None
+        size = photo_size(self.settings.image_size) if kind == "photo" else 0
+        return kind, why, build_face(kind, self.session, reference, size)

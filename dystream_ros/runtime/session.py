@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from dystream_ros.config import ModelConfig, load_profile, sampler_value
-from dystream_ros.model.checkpoint import checkpoint_id, load_checkpoint
+from dystream_ros.model.articulation import Readout, load_readout, readout_path
+from dystream_ros.model.checkpoint import checkpoint_id, load_checkpoint, read_config
 from dystream_ros.model.dystream import DyStreamModel, build_model
 from dystream_ros.model.flow_head import Guidance, guidance_branches
 from dystream_ros.model.generator import empty_cache
@@ -362,10 +363,15 @@ class Pipeline:
         checkpoint_id: str,
         backend: str = "auto",
         device: str | torch.device = "cpu",
+        readout: Readout | None = None,
     ) -> None:
         from dystream_ros.runtime.backends import make_backend
 
         self.model = model.eval()
+        #: latent (D,) -> articulation (13,) in PARAM_RANGES units, or None: an articulation model's own
+        #: de-standardisation, a latent checkpoint's fitted side file (what the photo renderer and the
+        #: FaceArticulation output need)
+        self.readout = Readout.of_model(model) if model.cfg.motion == "articulation" else readout
         self.config: ModelConfig = model.cfg
         self.render = model.render
         self.checkpoint_id = checkpoint_id
@@ -410,12 +416,14 @@ def load_pipeline(
     checkpoint: None -> the embedded default ``dystream_ros/assets/models/<profile>.safetensors``;
     ``"random"`` -> seeded random weights (seed 0) built from ``profile`` (a name or a ModelConfig);
     a path -> that checkpoint (its config comes from the file; ``profile`` is ignored).
-    render=False: latents only (no appearance encoder / decoder).
+    render=False: latents only (no appearance encoder / decoder); an articulation model (config
+    ``motion="articulation"``) never has a decoder and loads as render=False.
     backend: ``auto`` (CPU: onnxruntime for audio/generator/head + torch for rendering; CUDA: torch),
     ``torch``, ``onnxruntime``.
     """
     if checkpoint == "random":
         cfg = profile if isinstance(profile, ModelConfig) else load_profile(profile)
+        render = render and cfg.motion == "latent"
         return Pipeline(build_model(cfg, render=render, seed=0), "random", backend, device)
     if checkpoint is None:
         name = profile.profile if isinstance(profile, ModelConfig) else profile
@@ -427,5 +435,8 @@ def load_pipeline(
             )
     else:
         path = Path(checkpoint)
+    render = render and read_config(path).motion == "latent"
     model = load_checkpoint(path, render=render, device="cpu")
-    return Pipeline(model, checkpoint_id(path), backend, device)
+    side = readout_path(path)
+    readout = load_readout(side, model.cfg.latent_dim) if side.is_file() else None
+    return Pipeline(model, checkpoint_id(path), backend, device, readout=readout)

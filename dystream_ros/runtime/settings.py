@@ -63,6 +63,11 @@ class Settings:
     backend: str = param("auto", "execution backend: auto (CPU: onnxruntime for audio/generator/head + torch "
         "rendering; CUDA: torch), torch, onnxruntime", read_only=True, choices=BACKENDS)
     render: bool = param(True, "render face images (false: motion latents only)", read_only=True)
+    renderer: str = param("auto", "how images are drawn: learned (the checkpoint's decoder: the DyStream "
+        "path, for the faces it was trained on), photo (the training-free photo rig on the reference "
+        "photograph, driven by the frame's articulation), auto (photo when the reference looks like a "
+        "photograph or the model has no decoder; ~/info and the log say which)",
+        choices=("learned", "photo", "auto"))
     render_thread: bool = param(True, "render each face image on a thread of its own while the next frame's "
         "model step runs (2+ cores: the frame rate is bounded by the slower half, not their sum); false: "
         "render on the frame thread", read_only=True)
@@ -111,6 +116,8 @@ class Settings:
     jpeg_quality: int = param(85, "JPEG quality of face_image/compressed", lo=1, hi=100)
     publish_latent: bool = param(True, "publish motion_latent")
     publish_state: bool = param(True, "publish state (AvatarState)")
+    publish_articulation: bool = param(True, "publish face_articulation (FaceArticulation) when the model "
+        "has an articulation read-out")
     idle_publish_hz: float = param(25.0, "before any audio arrives, publish the idle face at this rate (0 = "
         "off)", lo=0.0, hi=25.0)
     # --- streaming (runtime) ----------------------------------------------------------------------------
