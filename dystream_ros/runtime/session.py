@@ -404,6 +404,13 @@ class Pipeline:
         return Session(self, reference_image, seed=seed)
 
 
+def _is_official(path) -> bool:
+    from dystream_ros.official.model import is_official
+
+    p = Path(path)
+    return p.is_file() and is_official(p)
+
+
 def load_pipeline(
     checkpoint: str | Path | None = None,
     profile: str | ModelConfig = "lite",
@@ -415,16 +422,29 @@ def load_pipeline(
 
     checkpoint: None -> the embedded default ``dystream_ros/assets/models/<profile>.safetensors``;
     ``"random"`` -> seeded random weights (seed 0) built from ``profile`` (a name or a ModelConfig);
-    a path -> that checkpoint (its config comes from the file; ``profile`` is ignored).
+    a path -> that checkpoint (its config comes from the file; ``profile`` is ignored); a file written by
+    ``dystream convert-official`` (or ``profile="official"`` with ``"random"``) loads the released
+    DyStream architecture (:mod:`dystream_ros.official`, torch only, mode from its config).
     render=False: latents only (no appearance encoder / decoder); an articulation model (config
     ``motion="articulation"``) never has a decoder and loads as render=False.
     backend: ``auto`` (CPU: onnxruntime for audio/generator/head + torch for rendering; CUDA: torch),
     ``torch``, ``onnxruntime``.
     """
+    if checkpoint == "random" and profile == "official" or checkpoint not in (None, "random") \
+            and _is_official(checkpoint):
+        from dystream_ros.official.config import OfficialConfig
+        from dystream_ros.official.pipeline import load as load_official
+
+        return load_official(OfficialConfig() if checkpoint == "random" else checkpoint, device, render)
     if checkpoint == "random":
         cfg = profile if isinstance(profile, ModelConfig) else load_profile(profile)
         render = render and cfg.motion == "latent"
         return Pipeline(build_model(cfg, render=render, seed=0), "random", backend, device)
+    if checkpoint is None and profile == "official":
+        raise FileNotFoundError("the official profile ships no weights: download the released checkpoints, "
+                                "convert them with `dystream convert-official --generator last.ckpt "
+                                "--autoencoder AE.ckpt --out official.safetensors` and pass that file as "
+                                "the checkpoint (docs/OFFICIAL.md)")
     if checkpoint is None:
         name = profile.profile if isinstance(profile, ModelConfig) else profile
         path = default_checkpoint_path(name)

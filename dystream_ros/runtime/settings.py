@@ -43,8 +43,9 @@ class Settings:
     """Every setting of the avatar node and its engine (names = the node's ROS parameters)."""
 
     # --- model (read-only: applied on configure) --------------------------------------------------------
-    profile: str = param("lite", "model profile (lite: real time on 2 CPU cores; base: paper scale)",
-        read_only=True, choices=("lite", "base"))
+    profile: str = param("lite", "model profile (lite: real time on 2 CPU cores; base: paper scale; "
+        "official: the released DyStream architecture, from a `dystream convert-official` file)",
+        read_only=True, choices=("lite", "base", "official"))
     checkpoint: str = param("", "'' = the embedded default checkpoint of the profile; 'random' = random "
         "weights (tests, demos without a checkpoint); or a path to a .safetensors checkpoint", read_only=True)
     reference: str = param("", "reference face image (PNG/JPEG path); '' = the embedded avatar. Change at "
