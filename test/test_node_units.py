@@ -194,9 +194,10 @@ def test_reference_limits_are_checked_before_decoding(tmp_path):
 
 
 def test_face_articulation_message_has_the_articulation_fields():
-    """FaceArticulation.msg names every articulation column, in order, as float32 (the node fills it by name)."""
-    from dystream_ros.data.face import ARTICULATION_FIELDS
+    """FaceArticulation.msg names every articulation column, in order, as float32 (filled by name)."""
     from dystream_ros.msg import FaceArticulation
+
+    from dystream_ros.data.face import ARTICULATION_FIELDS
 
     fields = FaceArticulation.get_fields_and_field_types()
     assert list(fields)[2:] == list(ARTICULATION_FIELDS)
