@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 from test_model_helpers import one_thread, tiny_config  # noqa: F401 (fixture)
 
@@ -97,3 +98,28 @@ def test_synthetic_audio_is_speechlike():
     spk, lis = synthetic_audio(2.0, 16000, seed=0)
     assert spk.shape == lis.shape == (32000,) and spk.dtype.name == "float32"
     assert 0.01 < float(abs(spk).mean()) < 0.5 and abs(spk).max() <= 1.0
+
+
+def test_bench_photo_renderer(tmp_path):
+    """--renderer photo draws the shipped photo with the rig (driven by the checkpoint's read-out) and
+    reports the rig's per-reference build time; without a read-out it is refused with the reason."""
+    pytest.importorskip("mediapipe")
+    from test_model_helpers import tiny_config
+
+    from dystream_ros.data.face import ARTICULATION_FIELDS
+    from dystream_ros.model.articulation import Readout, readout_path, save_readout
+    from dystream_ros.model.checkpoint import save_checkpoint
+    from dystream_ros.model.dystream import build_model
+    from dystream_ros.photo import ASTRONAUT
+    from dystream_ros.runtime.bench import run_bench
+
+    ckpt = save_checkpoint(build_model(tiny_config(), seed=1), tmp_path / "t.safetensors")
+    n = len(ARTICULATION_FIELDS)
+    w = np.full((n, 8), 0.1, np.float32)
+    save_readout(Readout(w, np.zeros(n, np.float32), tuple(ARTICULATION_FIELDS)), readout_path(ckpt))
+    r = run_bench(checkpoint=str(ckpt), frames=4, warmup=1, renderer="photo", reference=ASTRONAUT,
+                  image_size=512, backend="torch", progress=False)
+    assert r["renderer"] == "photo" and r["image_size"] == 512
+    assert r["stages"]["render"]["median_ms"] > 0 and r["reference_build_ms"] > 0
+    with pytest.raises(ValueError, match="read-out"):
+        run_bench(frames=2, warmup=0, renderer="photo", reference=ASTRONAUT, backend="torch", progress=False)

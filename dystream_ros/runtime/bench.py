@@ -62,6 +62,9 @@ def run_bench(
     steps: int | None = None,
     warmup: int = 10,
     progress: bool = True,
+    renderer: str = "learned",
+    reference: str | Path | None = None,
+    image_size: int = 0,
 ) -> dict:
     import torch
     from tqdm import tqdm
@@ -77,13 +80,28 @@ def run_bench(
     load_s = time.perf_counter() - t0
     # the model's own sampler defaults, torch's thread count as set above
     sampler = {**model_sampler(pipe), **({} if steps is None else {"steps": steps})}
-    settings = Settings(num_threads=0, warmup_frames=0, **sampler)
-    try:
-        ref = pipe.default_reference()
-    except FileNotFoundError:
-        yy, xx = np.mgrid[0 : pipe.image_size, 0 : pipe.image_size]
-        ref = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    settings = Settings(num_threads=0, warmup_frames=0, renderer=renderer, image_size=image_size, **sampler)
+    if reference is not None:
+        from dystream_ros.io.images import load_image_file
+
+        ref = load_image_file(str(reference))
+    else:
+        try:
+            ref = pipe.default_reference()
+        except FileNotFoundError:
+            yy, xx = np.mgrid[0 : pipe.image_size, 0 : pipe.image_size]
+            ref = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
     engine = AvatarEngine(settings, pipe=pipe, reference=ref)
+    build_ms = None
+    if engine.renderer == "photo":  # per-reference build after the first (FaceMesh set up already)
+        from dystream_ros.runtime.renderers import build_face, photo_size
+
+        times = []
+        for _ in range(3):
+            b0 = time.perf_counter()
+            build_face("photo", engine.session, ref, photo_size(image_size))
+            times.append((time.perf_counter() - b0) * 1000.0)
+        build_ms = float(np.median(times))
     sess = engine.session
     total_frames = warmup + frames
     spk, lis = synthetic_audio(total_frames / pipe.fps, pipe.sample_rate, seed=0)
@@ -97,14 +115,16 @@ def run_bench(
         c0 = time.thread_time()
         out = next(stream)
         cpu[i] = (time.thread_time() - c0) * 1000.0
-        rows[i] = [out.frame.timings[s] for s in STAGES]
+        rows[i] = [out.frame.timings.get(s, 0.0) for s in STAGES]  # no render stage: 0
     meas = rows[warmup:]
     result = {
         "profile": pipe.profile,
         "checkpoint": pipe.checkpoint_id,
         "backend": pipe.backend.name,
         "render": render,
-        "image_size": pipe.image_size if render else None,
+        "renderer": engine.renderer,
+        "image_size": engine.image_size if render else None,
+        "reference_build_ms": build_ms,
         "torch_threads": torch.get_num_threads(),
         "cpu": cpu_model(),
         "frames": frames,
@@ -136,7 +156,7 @@ def format_report(r: dict) -> str:
     size = f"{r['image_size']}x{r['image_size']}" if r["render"] else "off"
     lines = [
         f"dystream bench: profile={r['profile']} checkpoint={r['checkpoint']} backend={r['backend']} "
-        f"render={size}",
+        f"render={size} renderer={r['renderer']}",
         f"cpu: {r['cpu']} | torch threads: {r['torch_threads']} | euler steps: {r['euler_steps']} | "
         f"guidance: {r['guidance']} | frames: {r['frames']} (+{r['warmup_frames']} warm-up) | "
         f"load {r['load_s']} s",
@@ -154,6 +174,8 @@ def format_report(r: dict) -> str:
         lines.append(f"{names[s]:<10}{st['median_ms']:>11.2f}{st['p95_ms']:>10.2f}")
     c = r["cpu_ms"]
     lines.append(f"{'cpu/step':<10}{c['median_ms']:>11.2f}{c['p95_ms']:>10.2f}   (thread CPU time)")
+    if r.get("reference_build_ms") is not None:
+        lines.append(f"photo rig build per reference (after the first): {r['reference_build_ms']:.1f} ms")
     if "flat" in r:
         f = r["flat"]
         lines.append(
@@ -166,6 +188,10 @@ def format_report(r: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.renderer == "photo" and args.reference is None:
+        from dystream_ros.photo import ASTRONAUT
+
+        args.reference = str(ASTRONAUT)
     if args.frames < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         print("dystream bench: --frames must be >= 1, --warmup >= 0, --threads >= 1", file=sys.stderr)
         return 2
@@ -180,6 +206,9 @@ def main(args: argparse.Namespace) -> int:
             steps=args.steps,
             warmup=args.warmup,
             progress=not args.no_progress,
+            renderer=args.renderer,
+            reference=args.reference,
+            image_size=args.image_size,
         )
     except (NotImplementedError, FileNotFoundError, ValueError) as e:
         print(f"dystream bench: {e}", file=sys.stderr)
@@ -202,4 +231,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=int, default=None, help="Euler steps (default: the profile's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--renderer", default="learned", choices=("learned", "photo", "auto"),
+                   help="learned decoder (default) or the photo rig (needs a checkpoint with an articulation "
+                   "read-out, and a photograph: --reference, default the shipped astronaut)")
+    p.add_argument("--reference", help="reference image (default: the embedded avatar; with --renderer "
+                   "photo the shipped astronaut photo)")
+    p.add_argument("--image-size", type=int, default=0, choices=(0, 256, 512),
+                   help="photo rig output side (0: 256)")
     p.set_defaults(func=main)
