@@ -212,9 +212,14 @@ def test_two_faces_are_refused(astronaut):
 def test_tiny_images_and_tiny_faces_are_refused(astronaut):
     with pytest.raises(PhotoRefused, match="too small"):
         build_rig(astronaut[::10, ::10], 256)
-    small_face = _canvas(astronaut, 900, 0.45)  # face about 48 px tall in a 900 px photo
-    with pytest.raises(PhotoRefused, match="too small|no face"):
-        build_rig(small_face, 256)
+    import cv2
+
+    small = cv2.resize(astronaut, (120, 120), interpolation=cv2.INTER_AREA)  # found, but 51 px tall
+    with pytest.raises(PhotoRefused, match=r"the face is too small: \d+ px from forehead to chin"):
+        build_rig(small, 256)
+    distant = _canvas(astronaut, 900, 0.45)  # a 48 px face in a 900 px photo: the detector does not find it
+    with pytest.raises(PhotoRefused, match="no face found.*crop distant or group photos"):
+        build_rig(distant, 256)
 
 
 def test_grayscale_rgba_and_other_arrays_are_converted_or_refused(astronaut):

@@ -684,7 +684,8 @@ def build_rig(image_rgb: np.ndarray, size: int = 256) -> PhotoRig:
     rgb, notes = prepare_image(image_rgb)
     faces = fm.find_faces(rgb)
     if not faces:
-        raise PhotoRefused("no face found in the photo (a frontal, well-lit face is needed; drawn faces are "
+        raise PhotoRefused("no face found in the photo (a frontal, well-lit face filling a good part of the "
+                           "picture is needed: crop distant or group photos to the face; drawn faces are "
                            "often not found: use the learned renderer for those)")
     fh0 = float(np.linalg.norm(faces[0][fm.CHIN, :2] - faces[0][fm.FOREHEAD, :2]))
     if len(faces) > 1:
@@ -696,7 +697,7 @@ def build_rig(image_rgb: np.ndarray, size: int = 256) -> PhotoRig:
     scale_back = max(np.asarray(image_rgb).shape[:2]) / max(rgb.shape[:2])
     face_px = fh0 * scale_back
     if fh0 < MIN_FACE_PX and face_px < MIN_FACE_PX:
-        raise PhotoRefused(f"the face is too small: {face_px:.0f} px from forehead to chin, needs at least "
+        raise PhotoRefused(f"the face is too small: {int(face_px)} px from forehead to chin, needs at least "
                            f"{MIN_FACE_PX} px")
     yaw, pitch, roll = head_pose_deg(lm)
     if abs(yaw) > MAX_YAW_DEG:
