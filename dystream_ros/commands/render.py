@@ -50,6 +50,11 @@ def register(subparsers) -> None:
     p.add_argument("--reference", default=None, help="reference face image (default: the embedded avatar)")
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded lite model)")
     p.add_argument("--profile", default="lite")
+    p.add_argument("--renderer", default="auto", choices=("learned", "photo", "auto"),
+                   help="learned decoder, the photo rig (needs a checkpoint with an articulation read-out), "
+                   "or auto: photo for a photograph (default)")
+    p.add_argument("--image-size", type=int, default=0, choices=(0, 256, 512),
+                   help="the photo rig's output side (0: 256); the learned decoder draws at its own size")
     p.add_argument("--out", required=True, help="output MP4")
     p.add_argument(
         "--mix",
@@ -74,7 +79,7 @@ def _main(args) -> int:
     # a local file rendered offline: no size limits on the reference (the node's defaults guard a robot)
     settings = Settings(checkpoint=args.checkpoint or "", profile=args.profile, backend=args.backend,
                         seed=args.seed, reference=args.reference or "", render=True, warmup_frames=0,
-                        num_threads=0,
+                        num_threads=0, renderer=args.renderer, image_size=args.image_size,
                         reference_max_pixels=1 << 30, reference_max_bytes=1 << 34, reference_min_side=1)
     engine = AvatarEngine(settings, log=lambda level, msg: print(f"{level}: {msg}"))
     engine.update(**model_sampler(engine.pipe))  # the checkpoint's own sampler defaults
@@ -96,6 +101,7 @@ def _main(args) -> int:
     dur = Fraction(n, SAMPLE_RATE)
     print(
         f"{out}: {count} frames ({count / pipe.fps:.2f} s video, {float(dur):.2f} s audio), "
-        f"checkpoint {pipe.checkpoint_id}, backend {pipe.backend_name}"
+        f"checkpoint {pipe.checkpoint_id}, backend {pipe.backend_name}, renderer {engine.renderer} "
+        f"({engine.renderer_reason})"
     )
     return 0

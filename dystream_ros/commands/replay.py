@@ -106,7 +106,7 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
            listener_topic: str | None = None, checkpoint: str | None = None, profile: str | None = None,
            reference: str | Path | None = None, seed: int | None = None, device: str | None = None,
            params_file: str | Path | None = None, progress: bool = True, video: bool = True,
-           lipsync: bool = True, pipe=None, tick_phase_ms: float = 20.0) -> dict:
+           lipsync: bool = True, pipe=None, tick_phase_ms: float = 20.0, renderer: str | None = None) -> dict:
     """Replay ``bag_path`` offline into ``out_dir``; returns the report (also written to report.json).
 
     Settings not given here come from the node's parameters (``config/default.yaml``, overlaid with
@@ -129,7 +129,8 @@ def replay(bag_path: str | Path, out_dir: str | Path, *, speaker_topic: str | No
         raise bags.BagError(f"{bag_path}: no audio messages on {speaker} / {listener}")
 
     settings = load_settings(params_file, checkpoint=checkpoint, profile=profile, seed=seed, device=device,
-                             reference=str(reference) if reference else None, render=video or lipsync)
+                             reference=str(reference) if reference else None, render=video or lipsync,
+                             renderer=renderer)
     engine = AvatarEngine(settings, pipe=pipe, log=_log)
     stats = StreamStats()
     intake = AudioIntake(settings, stats)  # the node's own per-message limits, decoding and counters
@@ -299,7 +300,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         rep = replay(args.bag, args.out, speaker_topic=args.speaker_topic,
                      listener_topic=args.listener_topic, checkpoint=args.checkpoint, profile=args.profile,
                      reference=args.reference, seed=args.seed, device=args.device,
-                     params_file=args.params_file, progress=not args.no_progress, video=not args.no_video)
+                     params_file=args.params_file, progress=not args.no_progress, video=not args.no_video,
+                     renderer=args.renderer)
     except bags.BagError as err:
         print(f"dystream replay: {err}", file=sys.stderr)
         return 2
@@ -353,6 +355,8 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", help="weights file, or 'random' (default: the embedded default model)")
     p.add_argument("--profile", help="model profile (default: the node's, lite)")
     p.add_argument("--reference", help="reference face image (default: the embedded avatar)")
+    p.add_argument("--renderer", choices=("learned", "photo", "auto"),
+                   help="how images are drawn (default: the node's, auto: photo for a photograph)")
     p.add_argument("--seed", type=int, help="noise seed (default: the node's, 0)")
     p.add_argument("--device", help="cpu | cuda (default: the node's)")
     p.add_argument("--params-file", help="node parameter YAML (as given to dystream_node) whose settings "
