@@ -143,8 +143,9 @@ def head_pose_deg(lm: np.ndarray) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
-#: Forehead-chin axis angle FaceMesh reports for a face looking straight at the camera.
-FRONTAL_PITCH_DEG = 0.0
+#: Forehead-chin axis angle FaceMesh reports for a face looking straight at the camera (foreheads lean back):
+#: -10.5 deg on the shipped astronaut, -6.5 on Grace Hopper, -3.4 to -4.4 on the procedural avatars.
+FRONTAL_PITCH_DEG = -7.0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -324,8 +325,10 @@ class PhotoRig:
         Minv = np.zeros_like(A)
         Minv[ok] = np.linalg.inv(A[ok])
         self._Minv = np.concatenate([np.zeros((1, 3, 3)), Minv]).reshape(-1, 9).astype(np.float32)
-        self._refH = np.stack([V2[T, 0], V2[T, 1]], axis=1)  # [T, 2, 3] reference vertices per triangle
         self._ref_det = np.abs(np.linalg.det(A))
+        self._ref_v0 = V2[T[:, 0]]
+        self._ref_e1 = V2[T[:, 1]] - V2[T[:, 0]]
+        self._ref_e2 = V2[T[:, 2]] - V2[T[:, 0]]
         dummy = nv  # the vertex of "no triangle", displacement 0
         self._tv = np.concatenate([np.full((1, 3), dummy, np.int32), T]).astype(np.int32)
 
@@ -489,7 +492,7 @@ class PhotoRig:
             py = np.where(stay, qy, 0.5 * (py + qy))
             t = np.where(stay, tq, look(px, py))
         todo = np.flatnonzero(~stay)
-        for _ in range(8):  # then only the points still moving
+        for _ in range(4):  # then only the points still moving
             q = Qf[t[todo]]
             xx, yy = X[todo], Y[todo]
             qx = q[:, 0] * xx + q[:, 1] * yy + q[:, 2]
@@ -521,22 +524,30 @@ class PhotoRig:
         reach = int(math.ceil(np.abs(D).max() / k)) + 1
         mv = cv2.dilate(mv, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1)))
         idx = np.flatnonzero(mv.ravel())
-        # Per-triangle affine deformed -> reference (row 0: "no triangle", identity).
+        # Per-triangle affine deformed -> reference (row 0: "no triangle", identity), in closed form:
+        # M = [r1 - r0, r2 - r0] @ inv([d1 - d0, d2 - d0]), t = r0 - M d0.
         Vd = self._V0 + disp
         T = self._tris
-        A = np.ones((len(T), 3, 3), np.float64)
-        A[:, 0, :] = Vd[T, 0]
-        A[:, 1, :] = Vd[T, 1]
-        det = A[:, 0, 0] * (A[:, 1, 1] - A[:, 1, 2]) - A[:, 0, 1] * (A[:, 1, 0] - A[:, 1, 2]) \
-            + A[:, 0, 2] * (A[:, 1, 0] - A[:, 1, 1])
+        d0, d1, d2 = Vd[T[:, 0]], Vd[T[:, 1]], Vd[T[:, 2]]
+        ex1, ey1 = d1[:, 0] - d0[:, 0], d1[:, 1] - d0[:, 1]
+        ex2, ey2 = d2[:, 0] - d0[:, 0], d2[:, 1] - d0[:, 1]
+        det = ex1 * ey2 - ex2 * ey1
         # Collapsed triangles (a lip strip sealed shut) contain no output pixel and their inverse is wild: a
         # walk that lands in one steps back by the triangle's mean motion instead, towards its neighbours.
         ok = np.abs(det) > np.maximum(1e-3, 0.05 * self._ref_det)
-        A[~ok] = np.eye(3)
-        Q = np.einsum("tij,tjk->tik", self._refH, np.linalg.inv(A))  # [T, 2, 3]
-        Q[~ok] = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-        Q[~ok, :, 2] = -disp[T[~ok]].mean(axis=1)
-        Qf = np.concatenate([np.array([[1, 0, 0, 0, 1, 0]], np.float32), Q.reshape(-1, 6).astype(np.float32)])
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        i00, i01, i10, i11 = ey2 * inv, -ex2 * inv, -ey1 * inv, ex1 * inv
+        f1, f2, r0 = self._ref_e1, self._ref_e2, self._ref_v0
+        m00 = f1[:, 0] * i00 + f2[:, 0] * i10
+        m01 = f1[:, 0] * i01 + f2[:, 0] * i11
+        m10 = f1[:, 1] * i00 + f2[:, 1] * i10
+        m11 = f1[:, 1] * i01 + f2[:, 1] * i11
+        t0 = r0[:, 0] - m00 * d0[:, 0] - m01 * d0[:, 1]
+        t1 = r0[:, 1] - m10 * d0[:, 0] - m11 * d0[:, 1]
+        back = -disp[T].mean(axis=1)
+        Q = np.stack([np.where(ok, m00, 1.0), np.where(ok, m01, 0.0), np.where(ok, t0, back[:, 0]),
+                      np.where(ok, m10, 0.0), np.where(ok, m11, 1.0), np.where(ok, t1, back[:, 1])], axis=1)
+        Qf = np.concatenate([np.array([[1, 0, 0, 0, 1, 0]], np.float32), Q.astype(np.float32)])
         X, Y = self._gx[idx], self._gy[idx]
         px, py = self._walk(X, Y, X - dx[idx], Y - dy[idx], Qf)
         fdx = np.zeros(h * w, np.float32)
