@@ -298,3 +298,41 @@ def test_missing_devices_are_reported_and_audio_counted(robot, tmp_path):
         spinner.shutdown()
         node.destroy_node()
         r.stop()
+
+
+def test_burst_longer_than_the_queue_is_counted(robot, tmp_path):
+    """A 3 s burst at once into a playback node that may hold 1 s: 1 s plays, the rest is counted as
+    overflow, every sample is accounted for, the node keeps running."""
+    from dystream_ros.msg import AudioChunk
+    from rclpy.node import Node
+
+    r = Robot(tmp_path, robot.jack)
+    r.start("dystream_speaker", "-r", "__node:=small_speaker", "-r", "audio:=/burst/audio",
+            "-p", "max_queue_s:=1.0", "-p", "playback_delay:=0.1")
+    node = Node("burst_probe")
+    pub = node.create_publisher(AudioChunk, "/burst/audio", 100)
+    spinner = Spinner(node)
+    try:
+        assert wait_for(lambda: robot.diag.get("/small_speaker", {}).get("device_open") == "True", 60), \
+            r.log("dystream_speaker")[-2000:]
+        assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
+        t0 = time.time_ns() + 300_000_000
+        x = (0.3 * np.sin(2 * np.pi * 220 * np.arange(16000 * 3) / 16000) * 32767).astype("<i2")
+        for k in range(30):  # 100 ms chunks, all at once
+            m = AudioChunk(sample_rate=16000, channels=1, encoding="pcm_s16le",
+                           data=x[k * 1600:(k + 1) * 1600].tobytes())
+            m.header.stamp.sec, m.header.stamp.nanosec = divmod(t0 + k * 100_000_000, NS)
+            pub.publish(m)
+        assert wait_for(lambda: int(robot.diag.get("/small_speaker", {}).get("device_samples_played", 0))
+                        >= 40000, 15)
+        time.sleep(1.5)
+        d = robot.diag["/small_speaker"]
+        print(f"\nburst 3 s into a 1 s queue: played {d['device_samples_played']} samples at 48 kHz, "
+              f"overflow {d.get('output_samples_overflow')} samples at 48 kHz")
+        assert int(d.get("output_samples_overflow", 0)) >= 90000  # about 2 s at 48 kHz
+        assert d["samples_unaccounted"] == "0" and d["device_samples_unaccounted"] == "0"
+        assert r.procs["dystream_speaker"].poll() is None
+    finally:
+        spinner.shutdown()
+        node.destroy_node()
+        r.stop()

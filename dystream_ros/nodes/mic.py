@@ -63,11 +63,18 @@ PARAMS: tuple[Param, ...] = (
 )
 
 
-def declare_params(node: Node, params: tuple[Param, ...]) -> dict:
-    """Declare ``params`` on ``node`` (descriptors as the avatar node's) and return their values."""
+def declare_params(node: Node, params: tuple[Param, ...], text: tuple[str, ...] = ()) -> dict:
+    """Declare ``params`` on ``node`` (descriptors as the avatar node's) and return their values.
+
+    ``text``: string parameters that also take a number from the command line (``-p name:=0.1``
+    arrives as a double); their value is returned as text."""
     for p in params:
-        node.declare_parameter(p.name, ros_default(p), descriptor(p))
+        d = descriptor(p)
+        d.dynamic_typing = p.name in text
+        node.declare_parameter(p.name, ros_default(p), d)
     values = {p.name: p.coerce(node.get_parameter(p.name).value) for p in params}
+    for name in text:
+        values[name] = str(values[name])
     for p in params:
         reason = p.validate(values[p.name])
         if reason:

@@ -127,6 +127,7 @@ class _Utterance:
     lats: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5))
     segments: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4000))
     interrupted: bool = False
+    overflowed: bool = False  # more than max_queue_s arrived ahead of playback: the rest is refused
 
     def offset_at(self, f: int) -> int | None:
         """The delay the sample of audio time ``f`` was sent with (None if not sent)."""
@@ -144,7 +145,7 @@ class SpeakerNode(Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
-        self.p = p = declare_params(self, PARAMS)
+        self.p = p = declare_params(self, PARAMS, text=("playback_delay",))
         self.fixed_delay = parse_delay(p["playback_delay"])
         self._log = ThrottledLog(self.get_logger())
         self._lock = threading.Lock()
@@ -243,9 +244,19 @@ class SpeakerNode(Node):
         return u
 
     def _emit(self, u: _Utterance, y: np.ndarray, out_rate: int) -> None:
-        if y.size:
-            u.out_samples += y.size
-            u.unsent.append(y)
+        if not y.size:
+            return
+        room = int(float(self.p["max_queue_s"]) * out_rate) - sum(a.size for a in u.unsent)
+        if u.overflowed or y.size > room:
+            # a burst longer than the queue: the rest of the utterance is refused (counted); keeping
+            # later chunks would move them into the refused part's time
+            u.overflowed = True
+            self.c["output_samples_overflow"] += y.size
+            self._log("overflow", f"more than max_queue_s={self.p['max_queue_s']} s of audio waiting: the "
+                                  f"rest of the utterance is dropped (counted in output_samples_overflow)")
+            return
+        u.out_samples += y.size
+        u.unsent.append(y)
 
     def _lock_delay(self, u: _Utterance, delay_ns: int, how: str) -> None:
         u.delay_ns = int(delay_ns)
