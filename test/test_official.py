@@ -403,3 +403,13 @@ def test_the_engine_drives_the_official_session(tiny_model):
     assert got.shape == (10, tiny_model.cfg.latent_dim)
     _, direct = _run(pipe, spk, lis, chunk=640)
     np.testing.assert_allclose(got[: len(direct)], np.stack([f.latent for f in direct]), atol=1e-6)
+
+
+def test_streaming_skip_before_the_first_frame(tiny_model):
+    pipe = OfficialPipeline(tiny_model, "tiny", mode="streaming", render=False)
+    s = pipe.start_session(np.full((32, 32, 3), 128, np.uint8))
+    s.push_audio(speaker=_speech(640 * 30, 8), listener=np.zeros(640 * 30, np.float32))
+    assert s.skip(20) == 20
+    f = s.step()
+    assert f.index == 20 and np.isfinite(f.latent).all()
+    assert s.step().index == 21

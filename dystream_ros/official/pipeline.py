@@ -87,13 +87,16 @@ class _Samples:
             self.data = self.data[drop:].copy()
             self.start += drop
 
-    def read(self, a: int, b: int) -> np.ndarray:
-        """[a, b): indices < 0 read as silence; requires b <= received and a >= the kept start."""
-        if b > self.received or (max(a, 0) < self.start and self.start > 0):
+    def read(self, a: int, b: int, discarded_as_silence: bool = False) -> np.ndarray:
+        """[a, b): indices < 0 read as silence; needs b <= received and a >= the kept start.
+
+        ``discarded_as_silence``: discarded samples read as silence (frames skipped before a first window)."""
+        if b > self.received or (max(a, 0) < self.start and self.start > 0 and not discarded_as_silence):
             raise RuntimeError(f"samples [{a}, {b}) not buffered (have [{self.start}, {self.received}))")
         out = np.zeros(b - a, dtype=np.float32)
-        lo = max(a, 0)
-        out[lo - a :] = self.data[lo - self.start : b - self.start]
+        lo = max(a, self.start, 0)
+        if lo < b:
+            out[lo - a :] = self.data[lo - self.start : b - self.start]
         return out
 
     def zero_from(self, index: int) -> None:
@@ -335,7 +338,11 @@ class OfficialSession:
         """(1, 1, C) streaming feature of ``frame`` on channel ``ch`` (window ending L frames after it)."""
         s, spf = self._cfg.streaming, self._cfg.samples_per_frame
         end = (frame + 1 + s.lookahead_frames) * spf
-        w = self._audio[ch].read(end - s.audio_window_frames * spf, end) if end > 0 else None
+        w = (
+            self._audio[ch].read(end - s.audio_window_frames * spf, end, self._ring is None)
+            if end > 0
+            else None
+        )
         if w is None or not np.any(w):
             if ch not in self._silent:
                 self._silent[ch] = self._encode_window(ch, np.zeros(s.audio_window_frames * spf, np.float32))
