@@ -97,6 +97,13 @@ def test_render_is_deterministic_and_checks_its_input(rig):
     assert np.array_equal(rig.render(a), rig.render(a.copy()))
     with pytest.raises(ValueError, match="needs 13 values"):
         rig.render(np.zeros(5))
+    bad = a.copy()
+    bad[F["jaw_open"]] = np.nan
+    bad[F["head_yaw"]] = np.inf
+    good = a.copy()
+    good[F["jaw_open"]] = 0.0
+    good[F["head_yaw"]] = 0.0
+    assert np.array_equal(rig.render(bad), rig.render(good))
 
 
 @pytest.mark.parametrize("which", ["astronaut", "hopper"])

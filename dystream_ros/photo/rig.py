@@ -394,12 +394,12 @@ class PhotoRig:
         return np.zeros(NUM_PARAMS, np.float32)
 
     def clamp(self, articulation) -> np.ndarray:
-        """Articulation clipped to the parameter ranges, head pose to :data:`POSE_LIMITS`."""
+        """Articulation clipped to the parameter ranges, head pose to :data:`POSE_LIMITS` (NaN / inf -> 0)."""
         a = np.asarray(articulation, np.float32).reshape(-1)
         if a.shape[0] != NUM_PARAMS:
             raise ValueError(f"articulation needs {NUM_PARAMS} values ({', '.join(ARTICULATION_FIELDS)}), "
                              f"got {a.shape[0]}")
-        a = clip_params(a)
+        a = clip_params(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0))  # NaN: no motion, not a crash
         for name, lim in POSE_LIMITS.items():
             a[_F[name]] = np.clip(a[_F[name]], -lim, lim)
         return a
