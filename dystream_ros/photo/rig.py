@@ -367,15 +367,15 @@ class PhotoRig:
         gap_ref = float(np.max(np.linalg.norm(P[L[1:-1], :2] - P[U[1:-1], :2], axis=1)))
         info.mouth_open_ref = float(np.linalg.norm(P[14, :2] - P[13, :2]) / fh)
         luma = ref.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        bright_skin = float(np.clip(self._skin_col.mean() / 150, 0.75, 1.05))
-        tooth_default = np.array([242, 236, 224], np.float32) * bright_skin
+        bright_skin = float(np.clip(self._skin_col.mean() / 140, 0.8, 1.02))
+        tooth_default = np.array([246, 238, 222], np.float32) * bright_skin
         self._own_teeth = bool(gap_ref > 0.02 * fh and inner_m.sum() > 8)
         if self._own_teeth:
             bright = inner_m & (luma > np.percentile(luma[inner_m], 60))
             self._teeth_col = _median_colour(ref, bright, tooth_default)
         else:
             self._teeth_col = tooth_default
-        self._cavity_col = np.clip(self._lip_col * 0.22, 8, 70)
+        self._cavity_col = np.clip(self._lip_col * np.array([0.34, 0.24, 0.24]), 12, 90)
         self._tongue_col = np.clip(self._lip_col * np.array([0.95, 0.62, 0.65]), 0, 255)
         self._lid_col = []
         for up, lo in ((fm.EYE_A_UPPER, fm.EYE_A_LOWER), (fm.EYE_B_UPPER, fm.EYE_B_LOWER)):
@@ -607,10 +607,10 @@ class PhotoRig:
         # Tongue: a soft ellipse resting on the lower lip, visible once the mouth is well open.
         tongue = np.zeros(shape, np.uint8)
         tc = (lo[5] - o) + np.array([0.0, -0.15 * gap])
-        axes = (max(1, int(round(0.30 * mw * 16))), max(1, int(round(0.42 * gap * 16))))
+        axes = (max(1, int(round(0.32 * mw * 16))), max(1, int(round(0.5 * gap * 16))))
         cv2.ellipse(tongue, (int(round(tc[0] * 16)), int(round(tc[1] * 16))), axes, 0, 180, 360, 255,
                     -1, cv2.LINE_AA, 4)
-        ta = tongue.astype(np.float32)[..., None] * (min(1.0, gap / (0.08 * mw)) * 0.75 / 255)
+        ta = tongue.astype(np.float32)[..., None] * (min(1.0, gap / (0.08 * mw)) * 0.85 / 255)
         layer = layer * (1 - ta) + self._tongue_col * ta
         # Teeth: upper row under the upper lip, lower row above the lower lip (narrower and lower).
         th_u = 0.0 if self._own_teeth else min(0.42 * gap, 0.085 * mw)
@@ -624,17 +624,19 @@ class PhotoRig:
         cv2.fillPoly(lower_t, [np.round(np.concatenate([ll, (ll - [0, th_l])[::-1]]) * 16).astype(np.int32)],
                      255, cv2.LINE_AA, 4)
         tu = teeth.astype(np.float32)[..., None] / 255
-        tl = lower_t.astype(np.float32)[..., None] * (0.85 / 255)
-        layer = layer * (1 - tu) + self._teeth_col * tu
-        layer = layer * (1 - tl) + (self._teeth_col * 0.82) * tl
-        # Lip shadow: darker towards the lips' edges, most under the upper lip.
+        tl = lower_t.astype(np.float32)[..., None] * (0.9 / 255)
+        # Lip shadow: darker towards the lips' edges, most under the upper lip; the cavity takes all of it,
+        # the teeth (nearer the light) a third.
         sig = max(0.6, 0.18 * gap)
         rim = cv2.GaussianBlur(1.0 - m, (0, 0), sig)
         yy = np.arange(shape[0], dtype=np.float32)[:, None] + y0
         top = np.interp(np.arange(x0, x1), up[:, 0], up[:, 1]).astype(np.float32)[None, :]
         under = np.exp(-np.clip(yy - top, 0, None) / max(0.8, 0.35 * gap))
-        shade = np.clip(1.0 - 0.5 * rim - 0.3 * under, 0.15, 1.0)
-        layer *= shade[..., None]
+        shade = np.clip(1.0 - 0.5 * rim - 0.3 * under, 0.15, 1.0)[..., None]
+        tooth_shade = 1.0 - (1.0 - shade) / 3
+        layer *= shade
+        layer = layer * (1 - tu) + self._teeth_col * tooth_shade * tu
+        layer = layer * (1 - tl) + (self._teeth_col * 0.9) * tooth_shade * tl
         mm = m[..., None]
         roi = out[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(roi * (1 - mm) + layer * mm + 0.5, 0, 255).astype(np.uint8)
