@@ -318,3 +318,38 @@ def test_evaluate_articulation_runs_the_reader(work, tmp_path):
     assert set(r["articulation_vs_ground_truth"]) == set(ARTICULATION_FIELDS)
     assert (tmp_path / "eval.json").is_file() and (tmp_path / "frames.png").is_file()
     assert r["per_conversation"][0]["face_found"] > 0.9  # the reader finds the rendered face
+
+
+def test_readout_command_fits_the_latent_model(work, tmp_path):
+    """``train readout`` on an extracted latent set: side file next to the checkpoint, scores on the
+    held-out set, a refusal for latents of another motion encoder."""
+    tiny = work / "tiny.safetensors"
+    assert cli(["train", "extract", "--data", str(work / "train"), "--checkpoint", str(tiny),
+                "--out", str(tmp_path / "lat")]) == 0
+    assert cli(["train", "extract", "--data", str(work / "heldout"), "--checkpoint", str(tiny),
+                "--out", str(tmp_path / "lat_ho")]) == 0
+    ck = tmp_path / "lat" / "autoencoder.safetensors"
+    assert cli(["train", "readout", "--latents", str(tmp_path / "lat"), "--checkpoint", str(ck),
+                "--val-latents", str(tmp_path / "lat_ho"), "--scores", str(tmp_path / "s.json")]) == 0
+    ro = load_readout(readout_path(ck), 8)
+    lat = LatentSet(tmp_path / "lat")
+    ref = fit_readout(lat.latents, lat.params)
+    np.testing.assert_allclose(ro.weight, ref.weight, rtol=1e-5, atol=1e-6)
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert set(scores) == {"train", "heldout"} and set(scores["heldout"]) == set(ARTICULATION_FIELDS)
+    # the least-squares fit is at least as good as the intercept alone on its own training frames
+    assert all(v["r2"] >= -1e-6 for v in scores["train"].values() if v["r2"] == v["r2"])
+    # the same fit from every 3rd frame rendered straight from the corpus (no extraction)
+    side = tmp_path / "sampled.readout.safetensors"
+    assert cli(["train", "readout", "--data", str(work / "train"), "--every", "3", "--checkpoint", str(ck),
+                "--out", str(side)]) == 0
+    sampled = load_readout(side, 8)
+    sub = fit_readout([x[::3] for x in lat.latents], [p[::3] for p in lat.params])
+    np.testing.assert_allclose(sampled.weight, sub.weight, rtol=1e-4, atol=1e-5)
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(build_model(load_profile("lite", **TINY), seed=1), other)
+    with pytest.raises(ValueError, match="motion encoder"):
+        cli(["train", "readout", "--latents", str(tmp_path / "lat"), "--checkpoint", str(other)])
+    with pytest.raises(ValueError, match="articulation model"):
+        cli(["train", "readout", "--latents", str(tmp_path / "lat"),
+             "--checkpoint", str(work / "gen" / "model.safetensors")])

@@ -44,6 +44,8 @@ __all__ = [
     "build_articulation_set",
     "fit_readout",
     "head_axes",
+    "readout_main",
+    "readout_scores",
     "stats_fingerprint",
 ]
 
@@ -177,6 +179,86 @@ def readout_scores(readout: Readout, latents: list[np.ndarray], params: list[np.
         r = float(np.corrcoef(g, p)[0, 1]) if var > 0 and p.std() > 0 else float("nan")
         out[f] = {"r2": r2, "r": r}
     return out
+
+
+@torch.no_grad()
+def sample_latents(
+    model: DyStreamModel, data: str | Path, every: int = 10, max_conversations: int | None = None,
+    progress: bool = True,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Motion latents (T_c, D) and ground-truth articulation (T_c, 13) of every ``every``-th frame of each
+    conversation of a synthetic corpus (frames rendered as ``train extract`` renders them): many
+    identities for the read-out fit at a fraction of a full extraction's cost."""
+    from dystream_ros.train.data import FrameBank
+    from dystream_ros.train.latents import _latents
+
+    bank = FrameBank(data, size=model.cfg.autoencoder.image_size, max_conversations=max_conversations,
+                     keep_audio=False)
+    if not bank.has_params:
+        raise ValueError(f"{data}: no ground-truth articulation (params.npy)")
+    lats, pars = [], []
+    for c in tqdm(range(len(bank)), desc="read-out latents", unit="conv", disable=not progress):
+        ts = range(0, bank.num_frames(c), every)
+        lats.append(_latents(model, np.stack([bank.frame(c, t) for t in ts])))
+        pars.append(np.stack([bank.params(c, t) for t in ts]).astype(np.float32))
+    return lats, pars
+
+
+def readout_main(args) -> int:
+    """``dystream train readout``: fit a latent model's read-out and write its side file."""
+    from dystream_ros.model.articulation import readout_path, save_readout
+    from dystream_ros.model.checkpoint import checkpoint_id, load_checkpoint
+    from dystream_ros.train.latents import LatentSet, motion_fingerprint
+
+    if (args.latents is None) == (args.data is None):
+        raise ValueError("give either --latents (an extracted latent set) or --data (a synthetic corpus)")
+    model = load_checkpoint(args.checkpoint, render=False)
+    if model.cfg.motion != "latent":
+        raise ValueError(f"{args.checkpoint}: an articulation model needs no read-out")
+    fp = motion_fingerprint(model)
+    if args.latents is not None:
+        data = LatentSet(args.latents, args.max_conversations)
+        if data.params is None:
+            raise ValueError(f"{args.latents}: no params.npy (a synthetic corpus is needed for the fit)")
+        if fp != data.fingerprint:
+            raise ValueError(
+                f"{args.checkpoint}: its motion encoder is not the one {args.latents} was extracted with"
+            )
+        lats, pars, source = data.latents, data.params, f"{len(data)} conversations ({data.root.name})"
+    else:
+        lats, pars = sample_latents(model, args.data, args.every, args.max_conversations)
+        source = f"every {args.every}th frame of {len(lats)} conversations ({Path(args.data).name})"
+    ro = fit_readout(lats, pars)
+    scores = {"train": readout_scores(ro, lats, pars)}
+    if args.val_latents:
+        val = LatentSet(args.val_latents)
+        if val.fingerprint != fp:
+            raise ValueError("validation latents come from a different motion encoder")
+        scores["heldout"] = readout_scores(ro, val.latents, val.params)
+    out = Path(args.out) if args.out else readout_path(args.checkpoint)
+    frames = sum(len(x) for x in lats)
+    save_readout(ro, out, extra={
+        "checkpoint": checkpoint_id(args.checkpoint),
+        "motion_fingerprint": fp,
+        "fit": f"least squares over {frames} frames: {source}",
+    })
+    if args.scores:
+        Path(args.scores).write_text(json.dumps(scores, indent=1))
+    for split, sc in scores.items():
+        print(split + ": " + ", ".join(f"{k} r={v['r']:.3f} R2={v['r2']:.3f}" for k, v in sc.items()))
+    print(f"-> {out}")
+    return 0
+
+
+def add_readout_arguments(p) -> None:
+    p.add_argument("--latents", default=None, help="latent set of training conversations (train extract)")
+    p.add_argument("--data", default=None, help="or: a synthetic corpus, sampled every --every frames")
+    p.add_argument("--every", type=int, default=10, help="frame stride with --data")
+    p.add_argument("--checkpoint", required=True, help="the latent model the read-out is for")
+    p.add_argument("--val-latents", default=None, help="held-out latent set to score the read-out on")
+    p.add_argument("--out", default=None, help="side file (default: <checkpoint>.readout.safetensors)")
+    p.add_argument("--scores", default=None, help="write per-field r / R² (train, held-out) to this JSON")
+    p.add_argument("--max-conversations", type=int, default=None)
 
 
 def add_arguments(p) -> None:

@@ -20,6 +20,11 @@ _STAGES = {
         "cache standardised ground-truth articulation + log-mels (the training set of an articulation model)",
         "articulation_set_main",
     ),
+    "readout": (
+        "dystream_ros.train.articulation",
+        "fit a latent model's linear read-out latent -> articulation (side file next to the checkpoint)",
+        "readout_main",
+    ),
     "generator": (
         "dystream_ros.train.generator",
         "train audio encoder + AR generator + flow head on cached latents (EMA, CFG dropout, noisy history)",
@@ -43,7 +48,8 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="stage", metavar="STAGE")
     for name, (module, help_text, _) in _STAGES.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(sp)
+        mod = importlib.import_module(module)
+        getattr(mod, "add_readout_arguments" if name == "readout" else "add_arguments")(sp)
         sp.set_defaults(func=_runner(name))
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
