@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import queue as _queue
+import signal
 import struct
 import subprocess
 import sys
@@ -149,6 +150,11 @@ def _child(cfg: dict) -> int:
 
 
 def main() -> None:
+    # The parent decides when this process ends (it closes stdin; EOF ends the loop). A Ctrl-C or a
+    # SIGTERM sent to the whole process group must not end it first: the parent would count a lost
+    # device and start another while it shuts down.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     cfg = json.loads(sys.argv[1])
     rc = _child(cfg)
     sys.stderr.flush()
