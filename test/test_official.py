@@ -413,3 +413,17 @@ def test_streaming_skip_before_the_first_frame(tiny_model):
     f = s.step()
     assert f.index == 20 and np.isfinite(f.latent).all()
     assert s.step().index == 21
+
+
+def test_load_pipeline_takes_a_converted_file(tiny_files, tmp_path):
+    """runtime.load_pipeline (node, replay, render, bench) recognises a converted file by its metadata."""
+    from dystream_ros.runtime.session import load_pipeline
+
+    model, d, _, _ = tiny_files
+    convert(d / "last.ckpt", d / "ae.ckpt", tmp_path / "o.safetensors", cfg=model.cfg)
+    pipe = load_pipeline(tmp_path / "o.safetensors", render=False)
+    assert isinstance(pipe, OfficialPipeline) and pipe.profile == "official" and pipe.mode == "streaming"
+    s = pipe.start_session(np.full((32, 32, 3), 128, np.uint8))
+    z = np.zeros(640 * 3, np.float32)
+    s.push_audio(speaker=z, listener=z)
+    assert s.step().latent.shape == (model.cfg.latent_dim,)
