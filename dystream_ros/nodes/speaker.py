@@ -21,8 +21,9 @@ burst stamped in the near future thus plays exactly when its frames are publishe
 on top of the avatar's own latency. The avatar's latency can change within an utterance (its frames
 speed up once speech arrives on a channel that was waiting for audio): audio is sent to the device only
 ``send_ahead_s`` ahead, and in the utterance's pauses (10 ms blocks below ``silence_dbfs``) the delay
-moves one block at a time towards the median latency of the utterance's last frames (a silent block
-left out or added, counted in ``sync_skipped_samples`` / ``sync_inserted_samples``).
+moves one block at a time towards the median latency of the utterance's frames in the
+last 2 s (a silent block left out or added, counted in ``sync_skipped_samples`` /
+``sync_inserted_samples``); a stall of the avatar shorter than about a second does not move it.
 
 Barge-in: ``interrupt`` flushes the device queue and the held audio at once (the rest of the
 interrupted utterance arriving later is dropped too); ``last_interrupt_to_silence_ms`` is the time
@@ -124,7 +125,7 @@ class _Utterance:
     shift_ns: int = 0  # adjustments made in pauses since (the delay in force is delay_ns + shift_ns)
     unsent: list = field(default_factory=list)  # samples not yet sent to the device, in order
     sent: int = 0  # output samples sent (or skipped) so far
-    lats: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5))
+    lats: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))  # 2 s of frames
     segments: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4000))
     interrupted: bool = False
     overflowed: bool = False  # more than max_queue_s arrived ahead of playback: the rest is refused
@@ -263,7 +264,7 @@ class SpeakerNode(Node):
         self._delay_ms = delay_ns / 1e6
         self.c[f"delay_locks_{how}"] += 1
         if how != "fixed":
-            lats = ", ".join(f"{v / 1e6:.0f}" for v in u.lats)
+            lats = ", ".join(f"{v / 1e6:.0f}" for v in list(u.lats)[-5:])
             self.get_logger().info(f"utterance at {u.start_ns / 1e9:.3f} s: delay {delay_ns / 1e6:.1f} ms "
                                    f"({how}; latest frame latencies {lats} ms)")
         self._send_due(u, self.now_ns())
@@ -279,6 +280,8 @@ class SpeakerNode(Node):
         blk = max(1, rate // 100)
         horizon = now + int(float(self.p["send_ahead_s"]) * NS)
         adjust = self.fixed_delay is None and len(u.lats) >= 3
+        # the median of the last 2 s of frames: follows a lasting change of the avatar's latency, not a
+        # stall of up to about a second (which would leave the sound late once the avatar catches up)
         target = int(np.median(u.lats)) if adjust else 0
         pos, piece_start = 0, 0
 
