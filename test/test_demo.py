@@ -69,3 +69,40 @@ def test_demo_falls_back_to_random_weights_only_without_the_default(monkeypatch,
     monkeypatch.setattr(pipeline, "default_checkpoint_path", lambda profile: tmp_path / "there.safetensors")
     assert demo.choose_checkpoint(None) == (None, False)  # the node loads the embedded default
     assert demo.choose_checkpoint("random") == ("random", True)
+
+
+def test_demo_runs_the_photo_avatar_second(repo, tmp_path):
+    """After the procedural avatar, the demo plays the same conversation to the shipped photo with the photo
+    renderer (a tiny random model with an articulation read-out stands in for the embedded one here):
+    DIR/photo/ has its own video and report, whose images come from the photo rig (256 px)."""
+    import numpy as np
+    import pytest
+    from test_model_helpers import tiny_config
+
+    pytest.importorskip("mediapipe")
+    from dystream_ros.data.face import ARTICULATION_FIELDS
+    from dystream_ros.io import bags
+    from dystream_ros.model.articulation import Readout, readout_path, save_readout
+    from dystream_ros.model.checkpoint import save_checkpoint
+    from dystream_ros.model.dystream import build_model
+
+    ckpt = save_checkpoint(build_model(tiny_config(), seed=2), tmp_path / "tiny.safetensors")
+    n = len(ARTICULATION_FIELDS)
+    w = np.zeros((n, 8), np.float32)
+    w[0] = 0.3
+    save_readout(Readout(w, np.zeros(n, np.float32), tuple(ARTICULATION_FIELDS)), readout_path(ckpt))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{repo}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    out = tmp_path / "demo"
+    res = subprocess.run(["bash", "scripts/demo.sh", "--out", str(out), "--seconds", "1", "--checkpoint",
+                          "random", "--photo-checkpoint", str(ckpt), "--no-setup", "--timeout", "180"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "photo avatar" in res.stdout
+    for d in (out, out / "photo"):
+        assert (d / "video.mp4").is_file() and (d / "report.json").is_file()
+    rep = json.loads((out / "photo" / "report.json").read_text())
+    assert rep["frames"] >= 1 and rep["checkpoint"].startswith("tiny.safetensors@")
+    with bags.BagReader(out / "photo" / "output.mcap") as bag:
+        img = next(bag.deserialize(raw, ty) for t, ty, _, raw in bag.messages(["/dystream/face_image"]))
+    assert img.width == 256

@@ -162,8 +162,6 @@ def run_demo(args) -> int:
     t_start = time.monotonic()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
     root = repo_root()
 
     # ---- set-up ----------------------------------------------------------------------------------------
@@ -194,7 +192,51 @@ def run_demo(args) -> int:
     bag, audio_s = _input_bag(args, out)
     n_frames = int(np.ceil(audio_s * FPS - 1e-9))
     _say(f"conversation: {bag} ({audio_s:.1f} s, {n_frames} frames)")
+    exes = (node_exe, player_exe, recorder_exe, params_default, root)
+    node_params = [("checkpoint", ckpt)] if ckpt is not None else []
+    if args.reference:
+        node_params.append(("reference", str(Path(args.reference).resolve())))
+    rc = _run_once(args, out, bag, audio_s, n_frames, exes, node_params, random_weights, t_start)
+    if rc != 0 or args.no_photo:
+        return rc
+    photo_ckpt, why = photo_checkpoint(args.checkpoint, args.photo_checkpoint)
+    if photo_ckpt is None:
+        _say(f"photo avatar skipped: {why}")
+        return 0
+    from dystream_ros.photo import ASTRONAUT
 
+    _say(f"the same conversation with the photo avatar ({ASTRONAUT.name}, renderer photo, {why})")
+    photo_params = [("checkpoint", photo_ckpt), ("reference", str(ASTRONAUT)), ("renderer", "photo")]
+    return _run_once(args, out / "photo", bag, audio_s, n_frames, exes, photo_params, False, time.monotonic())
+
+
+def photo_checkpoint(requested: str | None, photo: str | None = None) -> tuple[str | None, str]:
+    """(checkpoint for the photo avatar, why): ``photo`` when given, else the embedded articulation model,
+    else the embedded latent model with its articulation read-out; None when neither is shipped (or
+    another checkpoint was asked for the first run)."""
+    from dystream_ros.model.articulation import readout_path
+    from dystream_ros.runtime.session import default_checkpoint_path
+
+    if photo:
+        return str(Path(photo).resolve()), "--photo-checkpoint"
+    if requested:
+        return None, "--checkpoint given (the photo run uses the embedded models)"
+    art = default_checkpoint_path("articulation")
+    if art.is_file():
+        return str(art), "the embedded articulation model"
+    lite = default_checkpoint_path("lite")
+    if lite.is_file() and readout_path(lite).is_file():
+        return str(lite), "the embedded lite model's articulation read-out"
+    return None, "no embedded model with an articulation output"
+
+
+def _run_once(args, out: Path, bag: Path, audio_s: float, n_frames: int, exes: tuple, node_params: list,
+              random_weights: bool, t_start: float) -> int:
+    """One live run over DDS (node, recorder, player) into ``out``: recording, video, report, plots."""
+    node_exe, player_exe, recorder_exe, params_default, root = exes
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
     env = dict(os.environ)
     if not env.get("ROS_DOMAIN_ID"):
         env["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
@@ -211,10 +253,8 @@ def run_demo(args) -> int:
     node_cmd += ["-p", "output_qos_depth:=50"]
     if args.params_file:
         node_cmd += ["--params-file", str(Path(args.params_file).resolve())]
-    if ckpt is not None:
-        node_cmd += ["-p", f"checkpoint:={ckpt}"]
-    if args.reference:
-        node_cmd += ["-p", f"reference:={Path(args.reference).resolve()}"]
+    for name, value in node_params:
+        node_cmd += ["-p", f"{name}:={value}"]
     if args.seed is not None:
         node_cmd += ["-p", f"seed:={int(args.seed)}"]
     rec_cmd = [py, str(recorder_exe), "--ros-args", "-p", f"out:={out / 'output.mcap'}",
@@ -272,7 +312,9 @@ def run_demo(args) -> int:
         return 1
 
     _say("writing video, report and plots")
-    rep = live_report(out, bag, n_frames, random_weights=random_weights)
+    photo = ("renderer", "photo") in node_params
+    rep = live_report(out, bag, n_frames, random_weights=random_weights,
+                      reader="mediapipe" if photo else "synthetic")
     rep["demo_wall_s"] = round(time.monotonic() - t_start, 1)
     report.write_report(out / "report.json", rep)
     print(summary(rep, out))
@@ -308,7 +350,8 @@ def bag_audio_16k(bag: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     return out[0], out[1], origin
 
 
-def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool = False) -> dict:
+def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool = False,
+                reader: str = "synthetic") -> dict:
     """Video, plots and report.json of a live recording (``out/output.mcap`` + its ``_frames.json``)."""
     from dystream_ros.io.video import VideoWriter
 
@@ -327,7 +370,7 @@ def live_report(out: Path, input_bag: Path, n_frames: int, random_weights: bool 
                 images[stamps[t_ns]] = image_msg_to_rgb(bag.deserialize(raw, ty))
     # Frames the node skipped (or that were lost) hold the previous image, as a display would.
     vid = VideoWriter(out / "video.mp4", fps=FPS, sample_rate=SAMPLE_RATE) if images else None
-    mouth = report.MouthTracker() if images else None
+    mouth = report.MouthTracker(reader) if images else None  # mediapipe for photographs
     last = None
     held = 0
     for i in range(n_frames if images else 0):
@@ -447,4 +490,8 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the node to come up "
                    "and the playback to finish (default 240)")
     p.add_argument("--no-setup", action="store_true", help="never run make setup")
+    p.add_argument("--no-photo", action="store_true", help="skip the second run with the photo avatar "
+                   "(DIR/photo/)")
+    p.add_argument("--photo-checkpoint", help="checkpoint of the photo run (needs an articulation output; "
+                   "default: the embedded articulation model, else the lite model's read-out)")
     p.set_defaults(func=_cmd_demo)
