@@ -226,7 +226,8 @@ class AvatarEngine:
             for _ in range(n):
                 frame = self.session.step(render=False)
                 if self._face is not None:
-                    self._face.render(self.session, frame.latent, pipe.readout)
+                    art = pipe.readout(frame.latent) if pipe.readout is not None else None
+                    self._face.render(self.session, frame.latent, art)
         self.feeder.reset()
 
     @property
@@ -345,7 +346,7 @@ class AvatarEngine:
 
     def _render_out(self, out: FrameOut) -> None:
         t0 = time.perf_counter()
-        out.frame.image = out.face.render(self.session, out.frame.latent, self.pipe.readout)
+        out.frame.image = out.face.render(self.session, out.frame.latent, out.articulation)
         ms = (time.perf_counter() - t0) * 1000.0
         out.frame.timings["render"] = ms
         out.frame.timings["total"] = out.frame.timings.get("total", 0.0) + ms

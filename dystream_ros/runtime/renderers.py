@@ -40,11 +40,12 @@ class Face:
     kind: str
     state: object
 
-    def render(self, session, latent: np.ndarray, readout) -> np.ndarray:
-        """The (S, S, 3) uint8 image of one frame's (D,) ``latent``."""
+    def render(self, session, latent: np.ndarray, articulation: np.ndarray | None) -> np.ndarray:
+        """The (S, S, 3) uint8 image of one frame: its (D,) ``latent`` (learned) or its (13,)
+        ``articulation`` (photo; the engine reads it out once per frame)."""
         if self.kind == "learned":
             return session.render_image(latent, self.state)
-        return self.state.render(readout(latent))
+        return self.state.render(articulation)
 
 
 def photo_size(image_size: int) -> int:
