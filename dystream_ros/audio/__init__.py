@@ -10,6 +10,7 @@ from .decode import (
     AudioFormatError,
     DecodedAudio,
     decode_pcm,
+    mono_float,
     normalize_encoding,
 )
 from .resample import StreamResampler, resample
@@ -24,6 +25,7 @@ __all__ = [
     "StreamResampler",
     "WriteResult",
     "decode_pcm",
+    "mono_float",
     "normalize_encoding",
     "resample",
 ]

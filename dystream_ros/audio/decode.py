@@ -144,3 +144,16 @@ def decode_pcm(data, encoding: str, channels: int, sample_rate: int, *,
         x = x.reshape(n_frames, nch).mean(axis=1, dtype=np.float32)
     return DecodedAudio(samples=np.ascontiguousarray(x, dtype=np.float32), sample_rate=rate,
                         nonfinite=nonfinite, clipped=clipped, trailing_bytes=int(trailing))
+
+
+def mono_float(x: object, name: str) -> np.ndarray:
+    """Samples pushed into a streaming session: None -> empty; 1-D float only (int16 must be converted
+    first, with its scale), as float32."""
+    if x is None:
+        return np.zeros(0, dtype=np.float32)
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise ValueError(f"{name} audio must be 1-D mono samples, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{name} audio must be float in [-1, 1] (got dtype {a.dtype}); convert int16 first")
+    return a.astype(np.float32, copy=False)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dystream_ros.audio import mono_float
 from dystream_ros.config import sampler_value
 from dystream_ros.io.images import fit_square
 from dystream_ros.model.flow_head import Guidance
@@ -102,17 +103,6 @@ class _Samples:
     def zero_from(self, index: int) -> None:
         i = max(index - self.start, 0)
         self.data[i:] = 0.0
-
-
-def _as_audio(x: object, name: str) -> np.ndarray:
-    if x is None:
-        return np.zeros(0, dtype=np.float32)
-    a = np.asarray(x)
-    if a.ndim != 1:
-        raise ValueError(f"{name} audio must be 1-D mono samples, got shape {a.shape}")
-    if a.size and not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"{name} audio must be float in [-1, 1] (got dtype {a.dtype}); convert int16 first")
-    return a.astype(np.float32, copy=False)
 
 
 class _AudioView:
@@ -290,8 +280,8 @@ class OfficialSession:
         self._set_anchor()
 
     def push_audio(self, speaker: np.ndarray | None = None, listener: np.ndarray | None = None) -> None:
-        self._audio[0].push(_as_audio(speaker, "speaker"))
-        self._audio[1].push(_as_audio(listener, "listener"))
+        self._audio[0].push(mono_float(speaker, "speaker"))
+        self._audio[1].push(mono_float(listener, "listener"))
 
     def silence(self, channel: str, from_index: int) -> None:
         """Silence ``channel``'s buffered audio from sample ``from_index`` on (barge-in)."""

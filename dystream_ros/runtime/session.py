@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dystream_ros.audio import mono_float
 from dystream_ros.config import ModelConfig, load_profile, sampler_value
 from dystream_ros.model.articulation import Readout, load_readout, readout_path
 from dystream_ros.model.checkpoint import checkpoint_id, load_checkpoint, read_config
@@ -104,17 +105,6 @@ class _SampleBuffer:
         lo = max(a, 0)
         out[lo - a :] = self.buf[self.lo + lo - start : self.lo + b - start]
         return out
-
-
-def _as_audio(x: object, name: str) -> np.ndarray:
-    if x is None:
-        return np.zeros(0, dtype=np.float32)
-    a = np.asarray(x)
-    if a.ndim != 1:
-        raise ValueError(f"{name} audio must be 1-D mono samples, got shape {a.shape}")
-    if a.size and not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"{name} audio must be float in [-1, 1] (got dtype {a.dtype}); convert int16 first")
-    return a.astype(np.float32, copy=False)
 
 
 def _image_tensor(image: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
@@ -258,7 +248,7 @@ class Session:
 
     def push_audio(self, speaker: np.ndarray | None = None, listener: np.ndarray | None = None) -> None:
         """Append 16 kHz mono float samples to either channel (any lengths, including 0 / None)."""
-        spk, lis = _as_audio(speaker, "speaker"), _as_audio(listener, "listener")
+        spk, lis = mono_float(speaker, "speaker"), mono_float(listener, "listener")
         self._audio[0].push(spk)
         self._audio[1].push(lis)
 
