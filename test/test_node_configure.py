@@ -66,3 +66,39 @@ def test_bad_configuration_fails_configure_clearly(ros, params, needle):
         assert needle in node._configure_error, node._configure_error
     finally:
         node.destroy_node()
+
+
+def test_a_destroyed_node_leaves_rosout_to_its_successor(ros):
+    """A destroyed node is finalised at once, not when Python collects it: finalising an rcl node
+    unregisters the /rosout publisher of its *name*, so a late one would silence a newer node of the
+    same name (a restart in the same process; the test modules, which share one name)."""
+    import gc
+
+    from rcl_interfaces.msg import Log
+    from rclpy.node import Node
+
+    old = _node(checkpoint="random")
+    old.destroy_node()
+    gc.disable()  # keep `old` alive (it is in reference cycles) until the collection below
+    new = _node(checkpoint="random")
+    probe = Node("rosout_probe")
+    try:
+        got: list[str] = []
+        probe.create_subscription(Log, "/rosout", lambda m: got.append(m.msg), 100)
+
+        def heard(tag: str) -> bool:
+            for _ in range(100):
+                new.get_logger().info(tag)
+                rclpy.spin_once(probe, timeout_sec=0.05)
+                if tag in got:
+                    return True
+            return False
+
+        assert heard("before the old node is collected")
+        del old
+        gc.collect()
+        assert heard("after the old node is collected")
+    finally:
+        gc.enable()
+        probe.destroy_node()
+        new.destroy_node()

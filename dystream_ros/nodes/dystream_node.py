@@ -347,7 +347,13 @@ class DystreamNode(LifecycleNode):
 
     def destroy_node(self):
         self._producer.stop()  # ends the producer thread
-        return super().destroy_node()
+        ok = super().destroy_node()
+        # rclpy's lifecycle node leaves its state machine holding the rcl node, so the node itself would
+        # only be finalised when this object is garbage-collected, and finalising it unregisters the
+        # /rosout publisher *by node name*: a later node of the same name in this process (a restart, a
+        # test) would then lose its /rosout output at a random moment. Release it now.
+        self._state_machine.destroy_when_not_in_use()
+        return ok
 
     def _on_tick(self) -> None:
         try:

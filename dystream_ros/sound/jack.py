@@ -13,6 +13,7 @@ its own name, so tests running side by side never share one. Debian/Ubuntu: ``ap
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -83,6 +84,21 @@ class JackServer:
     def connect(self, src: str, dst: str) -> None:
         subprocess.run(["jack_connect", "-s", self.name, src, dst], check=True, capture_output=True,
                        timeout=5, env={**os.environ, **self.env()})
+
+    def xruns(self) -> tuple[int, float]:
+        """What jackd has logged so far (0, 0.0 without a ``log``): the number of xruns (``JackEngine::XRun``,
+        a client that missed its cycle, and the driver's ``Process XRun``, a late cycle) and the total
+        lateness of the driver's cycles in ms (``XRun = N usec``): how far the graph's clock slipped."""
+        if self.log is None or not self.log.exists():
+            return 0, 0.0
+        count, late_us = 0, 0
+        with open(self.log, "rb") as f:
+            for line in f:
+                if b"XRun" in line:
+                    count += 1
+                    m = re.search(rb"XRun = (\d+) usec", line)
+                    late_us += int(m.group(1)) if m else 0
+        return count, late_us / 1000.0
 
     @property
     def running(self) -> bool:

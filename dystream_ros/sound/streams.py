@@ -102,6 +102,7 @@ class Block:
     lost_before: int = 0  # samples lost just before this block (an overrun)
     adc_ns: int = 0  # the mapped ADC time itself (diagnostics)
     index: int = 0  # sample index of data[0] since the stream opened (lost samples included)
+    dropped_before: int = 0  # samples of blocks a full queue dropped since the previous block delivered
 
 
 class DirectStream:
@@ -225,6 +226,7 @@ class DirectCapture(DirectStream):
         self.stamper: CaptureStamper | None = None
         self.lost_samples_total = 0  # over every opening
         self._index = 0
+        self._dropped_pending = 0  # dropped since the last queued block (goes on the next one)
 
     def _prepare(self, rate: int, channels: int) -> None:
         if self.stamper is not None:
@@ -245,13 +247,15 @@ class DirectCapture(DirectStream):
         res = self.stamper.stamp(frames, adc_ns, overflow=bool(status.input_overflow))
         self._index += res.lost_samples
         blk = Block(data=indata.copy(), stamp_ns=res.stamp_ns, rate=self.rate, lost_before=res.lost_samples,
-                    adc_ns=adc_ns, index=self._index)
+                    adc_ns=adc_ns, index=self._index, dropped_before=self._dropped_pending)
         self._index += frames
         try:
             self.blocks.put_nowait(blk)
+            self._dropped_pending = 0
         except _queue.Full:
             self.dropped_blocks += 1
             self.dropped_samples += frames
+            self._dropped_pending += frames
 
     def read(self, timeout: float = 0.1) -> Block | None:
         try:

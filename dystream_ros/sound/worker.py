@@ -117,7 +117,8 @@ def _child(cfg: dict) -> int:
                 while blk is not None:
                     d = np.ascontiguousarray(blk.data)
                     send({"t": "block", "stamp": blk.stamp_ns, "lost": blk.lost_before, "adc": blk.adc_ns,
-                          "index": blk.index, "rate": blk.rate, "ch": int(d.shape[1]), "dtype": str(d.dtype)},
+                          "index": blk.index, "rate": blk.rate, "ch": int(d.shape[1]), "dtype": str(d.dtype),
+                          "dropped": blk.dropped_before},
                          d.tobytes())
                     blk = s.read(0)
             else:
@@ -309,19 +310,23 @@ class Capture(Worker):
         super().__init__({**config, "kind": "input"}, **kw)
         self.blocks: _queue.Queue[Block] = _queue.Queue(maxsize=int(queue_blocks))
         self.dropped_blocks = 0
-        self.dropped_samples = 0
+        self.dropped_samples = 0  # by this side's queue (the worker's own count is in ``status``)
+        self._dropped_pending = 0  # dropped here since the last queued block (goes on the next one)
 
     def _on_message(self, h: dict, payload: bytes) -> None:
         if h["t"] != "block":
             return
         data = np.frombuffer(payload, dtype=h["dtype"]).reshape(-1, int(h["ch"]))
         blk = Block(data=data, stamp_ns=int(h["stamp"]), rate=int(h["rate"]), lost_before=int(h["lost"]),
-                    adc_ns=int(h["adc"]), index=int(h["index"]))
+                    adc_ns=int(h["adc"]), index=int(h["index"]),
+                    dropped_before=int(h["dropped"]) + self._dropped_pending)
         try:
             self.blocks.put_nowait(blk)
+            self._dropped_pending = 0
         except _queue.Full:
             self.dropped_blocks += 1
             self.dropped_samples += data.shape[0]
+            self._dropped_pending = blk.dropped_before + data.shape[0]
 
     def read(self, timeout: float = 0.1) -> Block | None:
         try:
