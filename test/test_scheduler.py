@@ -268,3 +268,75 @@ def test_rate_gate_holds_the_rate_under_tick_jitter():
     assert not gate(ticks[-1] + 1 * MS, 10.0)  # never twice in one slot
     assert gate(T0, 10.0)  # the clock went back (bag loop): a new grid, publishes at once
     assert not gate(T0, 0.0)  # 0 Hz: off
+
+
+def _robot(s, seconds, speaker_until_s, burst_at_s=None, burst_s=1.0, lead_ms=300):
+    """Live listener in 20 ms chunks; the speaker live until ``speaker_until_s``, then silent; at
+    ``burst_at_s`` a TTS burst of ``burst_s`` stamped ``lead_ms`` ahead. Returns {frame index: tick ns}."""
+    produced, t, next_tick = {}, T0, T0
+    while t < T0 + int(seconds * 1000) * MS:
+        now = t + 20 * MS
+        s.push("listener", chunk(320, -0.1), 16000, t, arrival=now / 1e9, now_ns=now)
+        if t < T0 + int(speaker_until_s * 1000) * MS:
+            s.push("speaker", chunk(320), 16000, t, arrival=now / 1e9, now_ns=now)
+        if burst_at_s is not None and t == T0 + int(burst_at_s * 1000) * MS:  # 20 ms chunks, at once
+            for k in range(int(burst_s * 50)):
+                s.push("speaker", chunk(320, 0.3), 16000, now + lead_ms * MS + k * 20 * MS,
+                       arrival=now / 1e9, now_ns=now)
+        t = now
+        while next_tick <= now:
+            for f in s.tick(next_tick, wall=next_tick / 1e9).frames:
+                produced[f.index] = next_tick
+            next_tick += 40 * MS
+    return produced
+
+
+def _latency_ms(produced, n):
+    return (produced[n] - (T0 + 40 * MS * n)) / MS
+
+
+def test_an_idle_speaker_channel_stops_holding_frames_back():
+    """The robot stops speaking: for its wait plus channel_idle_s the frames wait for the speaker channel
+    (late audio still counts), then they follow the microphone alone; a TTS burst stamped ahead is
+    used whole when it comes."""
+    s = make(speaker_wait_s=0.2, listener_wait_s=0.2, channel_idle_s=0.5, catch_up_limit=8)
+    produced = _robot(s, 4.0, speaker_until_s=1.0, burst_at_s=3.0)
+    assert sorted(produced) == list(range(len(produced))) and s.stats.skipped_frames == 0
+    mic_bound = _latency_ms(produced, 10)  # both channels live: the frame + lookahead + chunk
+    assert mic_bound <= 120
+    # until 1.0 + 0.2 + 0.5 s the silent speaker channel holds frames back by its wait (+ lookahead and
+    # frame: 300 ms), then by less and less: two frames a tick until the microphone sets the pace again
+    assert 300 <= _latency_ms(produced, 30) <= 340  # (produced at the next 40 ms tick)
+    lat = [_latency_ms(produced, n) for n in range(30, 56)]
+    assert all(b <= a for a, b in zip(lat, lat[1:], strict=False))  # catching up, never falling behind
+    # after that: the microphone alone sets the pace again
+    assert _latency_ms(produced, 55) == mic_bound and _latency_ms(produced, 70) == mic_bound
+    # the burst (3.32 s .. 4.32 s) arrived ahead of its frames: none of it late, every frame of it at
+    # the microphone's pace and with its audio
+    assert s.channels["speaker"].stats.late_samples == 0
+    assert _latency_ms(produced, 85) == mic_bound and _latency_ms(produced, 90) == mic_bound
+
+
+def test_channel_idle_zero_always_waits():
+    s = make(speaker_wait_s=0.2, listener_wait_s=0.2, channel_idle_s=0.0, catch_up_limit=8)
+    produced = _robot(s, 3.0, speaker_until_s=1.0)
+    assert _latency_ms(produced, 60) >= _latency_ms(produced, 10) + 150  # still waiting at 2.4 s
+
+
+def test_live_speaker_after_a_pause_loses_only_what_came_too_late():
+    """A speaker stream stamped at capture time that resumes after a pause, its first chunk arriving
+    100 ms late: the frames of that time were produced already (the channel was idle), so those samples
+    are dropped and counted; the rest of the utterance drives the frames."""
+    s = make(speaker_wait_s=0.2, listener_wait_s=0.2, channel_idle_s=0.5, catch_up_limit=8)
+    _robot(s, 2.0, speaker_until_s=0.5)
+    t = T0 + 2000 * MS
+    s.push("speaker", chunk(1600, 0.3), 16000, t - 100 * MS, arrival=t / 1e9, now_ns=t)  # 100 ms, late
+    n0 = s.next_frame
+    s.push("speaker", chunk(1600, 0.3), 16000, t, arrival=t / 1e9, now_ns=t)  # confirms the first
+    late = s.channels["speaker"].stats.late_samples
+    assert 0 < late < 1600  # the part of the first chunk whose frames were produced already
+    s.push("listener", chunk(3200, -0.1), 16000, t, arrival=t / 1e9, now_ns=t)
+    p = s.tick(t + 200 * MS, wall=(t + 200 * MS) / 1e9)
+    assert p.frames and p.frames[0].index == n0
+    assert any(f.speaker_level_db > -20 for f in p.frames)  # the utterance's audio reached its frames
+    assert s.channels["speaker"].stats.late_samples == late

@@ -85,6 +85,7 @@ class ChannelBuffer:
         self._run_index0 = 0  # timeline index of the run's first output sample
         self._run_stamp0 = 0  # stamp of the run's first input sample
         self._run_rate = 0
+        self.received_end_ns: int | None = None  # stamp after the latest audio received (late or held too)
 
     # ------------------------------------------------------------------------------------------
     def reset(self, read_pos: int = 0) -> None:
@@ -92,6 +93,7 @@ class ChannelBuffer:
         self.ring.reset(read_pos)
         self._resampler = None
         self._held = None
+        self.received_end_ns = None
 
     @property
     def held_samples(self) -> int:
@@ -152,6 +154,8 @@ class ChannelBuffer:
         if x.size == 0:
             return res
         rate, stamp = int(sample_rate), int(stamp_ns)
+        end = stamp + x.size * NS // rate
+        self.received_end_ns = end if self.received_end_ns is None else max(self.received_end_ns, end)
         if self._held is not None:
             self._resolve_held(rate, stamp, origin_ns, res)
         if self._resampler is not None and rate == self._run_rate:

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -173,6 +174,9 @@ def _recv(stream):
 
 def serve() -> None:
     """Helper main loop: initialise once, then fork a fresh copy for every request."""
+    # The parent ends this process (EOF on stdin). A Ctrl-C reaches the whole process group, e.g. under
+    # ``ros2 launch``: it is the parent's to act on, not a traceback here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but protocol frames on the real stdout
     try:

@@ -51,8 +51,8 @@ _OFFLINE_ORIGIN_NS = _NS  # offline streams start at t = 1 s (a zero stamp reads
 SESSION_FIELDS = ("steps", "temperature", "head_temperature", "guidance_speaker", "guidance_listener",
                   "guidance_anchor")
 #: Settings the scheduler reads at runtime.
-SCHEDULER_FIELDS = ("catch_up_limit", "speaker_wait_ms", "listener_wait_ms", "stamp_tolerance_ms",
-                    "stamp_jump_ms", "max_stamp_skew_s")
+SCHEDULER_FIELDS = ("catch_up_limit", "speaker_wait_ms", "listener_wait_ms", "channel_idle_ms",
+                    "stamp_tolerance_ms", "stamp_jump_ms", "max_stamp_skew_s")
 
 
 class EngineError(ValueError):
@@ -68,7 +68,8 @@ def avatar_state(speaker_db: float, listener_db: float, threshold_db: float) -> 
 
 def _runtime_scheduler(s: Settings) -> dict:
     return dict(catch_up_limit=s.catch_up_limit, speaker_wait_s=s.speaker_wait_ms / 1000.0,
-                listener_wait_s=s.listener_wait_ms / 1000.0, stamp_tolerance_s=s.stamp_tolerance_ms / 1000.0,
+                listener_wait_s=s.listener_wait_ms / 1000.0, channel_idle_s=s.channel_idle_ms / 1000.0,
+                stamp_tolerance_s=s.stamp_tolerance_ms / 1000.0,
                 stamp_jump_s=s.stamp_jump_ms / 1000.0, max_stamp_skew_s=s.max_stamp_skew_s)
 
 

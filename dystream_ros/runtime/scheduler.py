@@ -17,6 +17,10 @@ A frame is *due* when
 2. on *each* channel, audio up to ``(n+1)*spf + L`` samples has arrived (the ring's high-water mark;
    holes below it are silence), or that point's stamp plus the channel's wait lies in the past of the
    clock (a channel that never arrives, stalls or ends counts as silence after ``*_wait_s``).
+   A channel *idle* for ``channel_idle_s`` (the clock that far past the wait for the end of its audio,
+   or of the stream's start when it never delivered) holds no frame back until it delivers again: a
+   robot's speaker channel is silent between utterances, and the face must not lag the microphone by the wait
+   meanwhile. The first chunk after the pause arriving later than its frames is then dropped (counted).
 
 Each :meth:`FrameScheduler.tick` returns a :class:`TickPlan` with every due frame, at most
 ``catch_up_limit`` of them: when more are due the oldest are skipped (counted in ``skipped_frames``), so
@@ -66,6 +70,7 @@ class SchedulerConfig:
     catch_up_limit: int = 8  # most frames produced per tick; older due frames are skipped (> wait/40ms)
     speaker_wait_s: float = 0.2  # a missing/late speaker channel counts as silence after this wait
     listener_wait_s: float = 0.2  # same for the listener channel
+    channel_idle_s: float = 1.0  # this long after its wait, a channel without audio holds nothing (0: never)
     buffer_s: float = 30.0  # ring capacity per channel (audio ahead of the read position)
     stamp_tolerance_s: float = 0.01  # stamp jitter treated as contiguous audio (below a chunk's length)
     stamp_jump_s: float = 1.0  # a stamp further ahead is held until the next chunk confirms it
@@ -79,7 +84,8 @@ class SchedulerConfig:
             raise ValueError("lookahead_samples and context_samples must be >= 0")
         if self.catch_up_limit < 1:
             raise ValueError(f"catch_up_limit must be >= 1, got {self.catch_up_limit}")
-        for name in ("speaker_wait_s", "listener_wait_s", "stamp_tolerance_s", "stamp_jump_s"):
+        for name in ("speaker_wait_s", "listener_wait_s", "channel_idle_s", "stamp_tolerance_s",
+                     "stamp_jump_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("buffer_s", "max_stamp_skew_s", "max_clock_jump_s"):
@@ -265,6 +271,20 @@ class FrameScheduler:
         return start, self.channels[channel].interrupt(start, arrival)
 
     # ------------------------------------------------------------------------------------------
+    def _wait_ns(self, name: str) -> int:
+        cfg = self.config
+        return int((cfg.speaker_wait_s if name == "speaker" else cfg.listener_wait_s) * _NS)
+
+    def _idle_ns(self, name: str, now_ns: int) -> int:
+        """How long channel ``name`` has been idle at ``now_ns`` (< 0: not idle): ``channel_idle_s``
+        past the wait that released the end of the latest audio it received (late or held audio counts:
+        the channel is live again), or of the stream's start when it never delivered."""
+        if not self.config.channel_idle_s:
+            return -1
+        ch = self.channels[name]
+        last_ns = ch.received_end_ns if ch.received_end_ns is not None else self.origin_ns
+        return now_ns - self._wait_ns(name) - last_ns - int(self.config.channel_idle_s * _NS)
+
     def _last_due(self, now_ns: int) -> int:
         """Highest frame index due at ``now_ns`` (may be < next_frame)."""
         cfg = self.config
@@ -273,14 +293,26 @@ class FrameScheduler:
         if elapsed < 0:
             return -1
         last = elapsed // cfg.frame_ns  # condition 1: frame stamp <= now
+        idle = {name: self._idle_ns(name, now_ns) for name in self.channels}
+        # every channel idle: the stream is paused, not one-sided; frames keep to the waits, so the audio
+        # that resumes it (stamped at capture, arriving after) is still ahead of what was produced
+        one_sided = any(v < 0 for v in idle.values())
         for name, ch in self.channels.items():
-            wait_ns = int((cfg.speaker_wait_s if name == "speaker" else cfg.listener_wait_s) * _NS)
+            wait_ns = self._wait_ns(name)
             # by data: need_end(n) <= high_water  <=>  n <= (hw - L) // spf - 1
             by_data = (ch.high_water - L) // spf - 1
             # by wait: origin + t(need_end(n)) + wait <= now
             waited_samples = (elapsed - wait_ns) * cfg.sample_rate // _NS
             by_wait = (waited_samples - L) // spf - 1 if elapsed >= wait_ns else -1
-            last = min(last, max(by_data, by_wait))
+            # idle (every frame with any of its audio was produced by then): what the channel holds a
+            # frame back by (its wait, lookahead and frame) shrinks by the time it has been idle, so the
+            # frames catch up with the clock at one extra frame per frame, never in a burst the catch-up
+            # limit would cut
+            by_idle = -1
+            if one_sided and idle[name] >= 0:
+                hold = max(0, wait_ns + cfg.samples_to_ns(L + spf) - idle[name])
+                by_idle = (elapsed - hold) // cfg.frame_ns
+            last = min(last, max(by_data, by_wait, by_idle))
         return int(last)
 
     def has_due(self, now_ns: int) -> bool:

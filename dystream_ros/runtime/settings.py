@@ -143,6 +143,10 @@ class Settings:
         "wait", lo=0.0, hi=60000.0)
     listener_wait_ms: float = param(200.0, "a missing or late listener channel counts as silence after this "
         "wait", lo=0.0, hi=60000.0)
+    channel_idle_ms: float = param(1000.0, "a channel that has had no audio for this long after its wait (a "
+        "robot's speaker between utterances) holds no frame back until it delivers again, so the face "
+        "follows the other channel without the wait; a chunk arriving later than its frames after such a "
+        "pause is dropped (counted). 0 = always wait", lo=0.0, hi=600000.0)
     stamp_tolerance_ms: float = param(10.0, "stamp jitter between consecutive chunks treated as contiguous "
         "audio; a larger gap is counted and filled with silence. Keep it below the publisher's chunk length "
         "so one lost chunk is counted (docs/STREAM_TIMING.md)", lo=0.0, hi=1000.0)
