@@ -31,8 +31,8 @@ import numpy as np
 from .clock import CaptureStamper, StreamClock
 from .queue import PlaybackQueue
 
-__all__ = ["Block", "DeviceError", "DirectCapture", "DirectPlayer", "DirectStream", "StreamCounters",
-           "import_sounddevice", "resolve_device"]
+__all__ = ["Block", "BlockQueue", "DeviceError", "DirectCapture", "DirectPlayer", "DirectStream",
+           "StreamCounters", "import_sounddevice", "resolve_device"]
 
 
 class DeviceError(RuntimeError):
@@ -103,6 +103,33 @@ class Block:
     adc_ns: int = 0  # the mapped ADC time itself (diagnostics)
     index: int = 0  # sample index of data[0] since the stream opened (lost samples included)
     dropped_before: int = 0  # samples of blocks a full queue dropped since the previous block delivered
+
+
+class BlockQueue:
+    """Bounded queue of :class:`Block` s. A block that does not fit is dropped and counted, and its
+    samples (with the drops it carried) go on the next block delivered (``dropped_before``)."""
+
+    def __init__(self, maxsize: int):
+        self._q: _queue.Queue[Block] = _queue.Queue(maxsize=int(maxsize))
+        self.dropped_blocks = 0
+        self.dropped_samples = 0
+        self._pending = 0  # dropped since the last block that went in
+
+    def put(self, blk: Block) -> None:
+        blk.dropped_before += self._pending
+        try:
+            self._q.put_nowait(blk)
+            self._pending = 0
+        except _queue.Full:
+            self.dropped_blocks += 1
+            self.dropped_samples += blk.data.shape[0]
+            self._pending = blk.dropped_before + blk.data.shape[0]
+
+    def get(self, timeout: float) -> Block | None:
+        try:
+            return self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
+        except _queue.Empty:
+            return None
 
 
 class DirectStream:
@@ -220,13 +247,10 @@ class DirectCapture(DirectStream):
 
     def __init__(self, *, queue_blocks: int = 500, **kw):
         super().__init__(**kw)
-        self.blocks: _queue.Queue[Block] = _queue.Queue(maxsize=int(queue_blocks))
-        self.dropped_blocks = 0
-        self.dropped_samples = 0
+        self.blocks = BlockQueue(queue_blocks)
         self.stamper: CaptureStamper | None = None
         self.lost_samples_total = 0  # over every opening
         self._index = 0
-        self._dropped_pending = 0  # dropped since the last queued block (goes on the next one)
 
     def _prepare(self, rate: int, channels: int) -> None:
         if self.stamper is not None:
@@ -247,21 +271,12 @@ class DirectCapture(DirectStream):
         res = self.stamper.stamp(frames, adc_ns, overflow=bool(status.input_overflow))
         self._index += res.lost_samples
         blk = Block(data=indata.copy(), stamp_ns=res.stamp_ns, rate=self.rate, lost_before=res.lost_samples,
-                    adc_ns=adc_ns, index=self._index, dropped_before=self._dropped_pending)
+                    adc_ns=adc_ns, index=self._index)
         self._index += frames
-        try:
-            self.blocks.put_nowait(blk)
-            self._dropped_pending = 0
-        except _queue.Full:
-            self.dropped_blocks += 1
-            self.dropped_samples += frames
-            self._dropped_pending += frames
+        self.blocks.put(blk)
 
     def read(self, timeout: float = 0.1) -> Block | None:
-        try:
-            return self.blocks.get(timeout=timeout)
-        except _queue.Empty:
-            return None
+        return self.blocks.get(timeout)
 
     def status(self) -> dict:
         d = super().status()
@@ -269,7 +284,8 @@ class DirectCapture(DirectStream):
         d.update({"overflow_flags": self.counters.xruns,
                   "lost_samples": self.lost_samples_total + (st.lost_samples if st else 0),
                   "gaps": st.gaps if st else 0, "clock_jumps": st.clock_jumps if st else 0,
-                  "dropped_blocks": self.dropped_blocks, "dropped_samples": self.dropped_samples,
+                  "dropped_blocks": self.blocks.dropped_blocks,
+                  "dropped_samples": self.blocks.dropped_samples,
                   "captured_samples": st.samples if st else 0})
         return d
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue as _queue
 import signal
 import struct
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .queue import Played
-from .streams import Block
+from .streams import Block, BlockQueue
 
 __all__ = ["Capture", "Player", "Worker"]
 
@@ -308,31 +307,26 @@ class Capture(Worker):
 
     def __init__(self, config: dict, *, queue_blocks: int = 1000, **kw):
         super().__init__({**config, "kind": "input"}, **kw)
-        self.blocks: _queue.Queue[Block] = _queue.Queue(maxsize=int(queue_blocks))
-        self.dropped_blocks = 0
-        self.dropped_samples = 0  # by this side's queue (the worker's own count is in ``status``)
-        self._dropped_pending = 0  # dropped here since the last queued block (goes on the next one)
+        self.blocks = BlockQueue(queue_blocks)  # this side's drops (the worker's own are in ``status``)
+
+    @property
+    def dropped_blocks(self) -> int:
+        return self.blocks.dropped_blocks
+
+    @property
+    def dropped_samples(self) -> int:
+        return self.blocks.dropped_samples
 
     def _on_message(self, h: dict, payload: bytes) -> None:
         if h["t"] != "block":
             return
         data = np.frombuffer(payload, dtype=h["dtype"]).reshape(-1, int(h["ch"]))
         blk = Block(data=data, stamp_ns=int(h["stamp"]), rate=int(h["rate"]), lost_before=int(h["lost"]),
-                    adc_ns=int(h["adc"]), index=int(h["index"]),
-                    dropped_before=int(h["dropped"]) + self._dropped_pending)
-        try:
-            self.blocks.put_nowait(blk)
-            self._dropped_pending = 0
-        except _queue.Full:
-            self.dropped_blocks += 1
-            self.dropped_samples += data.shape[0]
-            self._dropped_pending = blk.dropped_before + data.shape[0]
+                    adc_ns=int(h["adc"]), index=int(h["index"]), dropped_before=int(h["dropped"]))
+        self.blocks.put(blk)
 
     def read(self, timeout: float = 0.1) -> Block | None:
-        try:
-            return self.blocks.get(timeout=timeout)
-        except _queue.Empty:
-            return None
+        return self.blocks.get(timeout)
 
 
 class Player(Worker):
