@@ -183,6 +183,40 @@ def test_training_moves_the_weights_and_resume_export_is_the_same(work):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_init_fine_tunes_from_a_checkpoint_and_refuses_another_space(work, tmp_path):
+    """--init starts from the checkpoint's weights (step 0, a fresh schedule), not from the seed."""
+    base = ["train", "generator", "--latents", str(work / "art_train"), "--profile",
+            str(work / "tiny.safetensors"), "--batch", "2", "--frames", "24", "--warmup", "1",
+            "--log-every", "1", "--threads", "1", "--device", "cpu"]
+    src = work / "gen" / "model.safetensors"
+    # zero steps: the export is exactly the checkpoint's networks
+    assert cli(base + ["--out", str(tmp_path / "i0"), "--steps", "0", "--init", str(src),
+                       "--export-only"]) == 0
+    a = load_checkpoint(src, render=False).state_dict()
+    b = load_checkpoint(tmp_path / "i0" / "model.safetensors", render=False).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # two steps from there move the weights, and the log starts at step 0
+    assert cli(base + ["--out", str(tmp_path / "i2"), "--steps", "2", "--lr", "3e-3",
+                       "--init", str(src)]) == 0
+    c = load_checkpoint(tmp_path / "i2" / "model.safetensors", render=False).state_dict()
+    assert any(not torch.equal(a[k], c[k]) for k in a if k.startswith("generator."))
+    log = [json.loads(line) for line in (tmp_path / "i2" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "start" and log[0]["step"] == 0
+    # a checkpoint of other sizes, or with another standardisation, is refused by name
+    other = build_articulation_model(LatentSet(work / "art_train").index, "lite", seed=0)
+    save_checkpoint(other, tmp_path / "lite_sizes.safetensors", extra={"motion": "articulation"})
+    with pytest.raises(ValueError, match="sizes"):
+        cli(base + ["--out", str(tmp_path / "x"), "--steps", "1", "--init",
+                                    str(tmp_path / "lite_sizes.safetensors")])
+    moved = load_checkpoint(src, render=False)
+    with torch.no_grad():
+        moved.articulation.mean.add_(1.0)
+    save_checkpoint(moved, tmp_path / "other_stats.safetensors", extra={"motion": "articulation"})
+    with pytest.raises(ValueError, match="standardisation"):
+        cli(base + ["--out", str(tmp_path / "y"), "--steps", "1", "--init",
+                                    str(tmp_path / "other_stats.safetensors")])
+
+
 # -- the session: determinism and lookahead invariance ------------------------------------------------
 
 

@@ -178,6 +178,33 @@ def export_articulation_model(
 
 
 @torch.no_grad()
+def init_from_checkpoint(model: DyStreamModel, path: str | Path) -> None:
+    """Load the audio encoder, generator and head of the checkpoint ``path`` into ``model`` (fine-tuning).
+
+    The checkpoint must have been trained for the same motion space: the same sizes (every tensor's
+    name and shape, strictly), and for an articulation model the same standardisation and rest pose.
+    Raises ``ValueError`` otherwise.
+    """
+    src = load_checkpoint(path, render=False)
+    if src.cfg.motion != model.cfg.motion:
+        raise ValueError(f"{path}: motion space {src.cfg.motion!r}, this run trains {model.cfg.motion!r}")
+    if model.cfg.motion == "articulation":
+        for name, a in model.articulation.state_dict().items():
+            b = src.articulation.state_dict()[name]
+            if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-6):
+                raise ValueError(
+                    f"{path}: its articulation standardisation ({name}) is not this set's; "
+                    "build the set with --stats-from the set the checkpoint was trained on"
+                )
+    elif motion_fingerprint(src) != motion_fingerprint(model):
+        raise ValueError(f"{path}: its motion encoder is not the one of this run's latents")
+    try:
+        _trainable(model).load_state_dict(_trainable(src).state_dict(), strict=True)
+    except RuntimeError as e:  # shape mismatch: another profile's sizes
+        raise ValueError(f"{path}: its networks do not have this run's sizes ({e})") from None
+
+
+@torch.no_grad()
 def validation_loss(loss_mod: GenLoss, windows: tuple[np.ndarray, np.ndarray], seed: int = 0) -> float:
     """Mean loss on fixed held-out windows with fixed noise/dropout draws."""
     loss_mod.eval()
@@ -226,6 +253,10 @@ def train_generator(args) -> int:
             fresh = build_model(model.cfg, render=False, seed=args.seed)
             for name in ("audio", "generator", "head"):
                 getattr(model, name).load_state_dict(getattr(fresh, name).state_dict())
+        if args.init and not (args.resume and state_path.is_file()):
+            init_from_checkpoint(model, args.init)
+            if info.main:
+                print(f"initialised audio encoder, generator and head from {args.init}")
         for p in model.autoencoder.parameters():
             p.requires_grad_(False)
         trainable = _trainable(model)
@@ -420,6 +451,13 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors")
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start audio encoder, generator and head from this full checkpoint of the same motion space "
+        "and sizes (fine-tuning; a fresh optimizer and schedule); ignored when --resume finds a state",
+    )
     p.add_argument(
         "--export-only", action="store_true", help="with --resume: only re-export model.safetensors"
     )
