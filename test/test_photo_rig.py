@@ -124,6 +124,31 @@ def test_closure_brings_the_opening_to_the_closed_reference(hopper, reader):
     assert open_ > 5 * closed.max()
 
 
+@pytest.mark.parametrize("size", [256, 512])
+def test_sealed_lips_cover_the_photos_own_teeth(astronaut, reader, size):
+    """The astronaut smiles with her teeth showing: sealed lips leave no thread of teeth between them."""
+    r = build_rig(astronaut, size)
+    import cv2
+
+    U, L = list(fm.INNER_UPPER), list(fm.INNER_LOWER)
+    P = r.landmarks[:, :2]
+    inner = np.zeros((size, size), np.uint8)  # between the reference's inner lips: where the teeth show
+    cv2.fillPoly(inner, [np.round(np.concatenate([P[U], P[L[-2:0:-1]]])).astype(np.int32)], 1)
+    inner = inner.astype(bool)
+
+    def white(im):  # bright and not red: teeth, not the lips' highlights
+        im = im.astype(np.int16)
+        return inner & (im.mean(axis=2) > 170) & (im[..., 0] - im[..., 1] < 25)
+
+    assert white(r.reference).sum() > 0.3 * inner.sum()  # about 35 % of the opening is teeth
+    for jaw in (0.0, 0.6):
+        left = white(r.render(art(jaw_open=jaw, lip_close=1.0))).sum()
+        assert left < 0.02 * inner.sum(), f"jaw {jaw}: {left} teeth pixels left between the sealed lips"
+    # the independent reader sees the lips nearer closed than the smiling reference
+    read = reader.read(np.stack([r.reference, r.render(art(lip_close=1.0))]))["mouth"]
+    assert read[1] < 0.8 * read[0], read
+
+
 def test_identity_region_unchanged_while_only_the_mouth_moves(rig):
     P = rig.landmarks[:, :2]
     idx = list(fm.BROW_A + fm.BROW_B + fm.EYE_A_UPPER + fm.EYE_A_LOWER + fm.EYE_B_UPPER + fm.EYE_B_LOWER)

@@ -57,6 +57,11 @@ MAX_ROLL_DEG = 50.0
 POSE_LIMITS = {"head_yaw": 0.25, "head_pitch": 0.20, "head_roll": 0.22}
 RING_SCALES = (1.22, 1.65, 4.0)  # margin rings, as scales of the silhouette about its centre
 RING_FOLLOW = (0.6, 0.0, 0.0)  # fraction of the silhouette's motion each ring follows
+#: Lips sealed over a photo's own teeth: their seam is painted from this share of the lip gap closed.
+SEAM_FROM = 0.6
+SEAM_HALF_WIDTH = 0.012  # of the mouth width: half the dark line where the lips meet
+SEAM_SHADE = 0.45  # the line's colour: the lip colour times this
+SEAM_REACH = 3.0  # the painted lips either side of the line, in those units (the squeezed teeth strips)
 #: Depth of the head-pose pivot behind the silhouette's mean depth (face heights).
 PIVOT_DEPTH = 0.25
 DEPTH_RELIEF = 0.35
@@ -450,6 +455,8 @@ class PhotoRig:
             self._warp(disp, out)
         V = self._V0 + disp
         self._paint_mouth(V, out)
+        if self._own_teeth:
+            self._paint_seam(V, out)
         for e, name in enumerate(("blink_l", "blink_r")):
             b = float(a[_F[name]])
             if b > 0.02:
@@ -638,6 +645,46 @@ class PhotoRig:
         layer = layer * (1 - tu) + self._teeth_col * tooth_shade * tu
         layer = layer * (1 - tl) + (self._teeth_col * 0.9) * tooth_shade * tl
         mm = m[..., None]
+        roi = out[y0:y1, x0:x1].astype(np.float32)
+        out[y0:y1, x0:x1] = np.clip(roi * (1 - mm) + layer * mm + 0.5, 0, 255).astype(np.uint8)
+
+    def _paint_seam(self, V: np.ndarray, out: np.ndarray) -> None:
+        """Lips sealed over the photo's own teeth: the strip the warp squeezed to a line still samples a
+        thread of teeth, so paint the meeting lips there (lip colour, a darker line where they touch),
+        fading in as the inner lips close more than ``SEAM_FROM`` of the reference's gap."""
+        U, L = list(fm.INNER_UPPER[1:-1]), list(fm.INNER_LOWER[1:-1])
+        g0 = self._V0[L, 1] - self._V0[U, 1]
+        g = V[L, 1] - V[U, 1]
+        ok = g0 > 0.5
+        if not ok.any():
+            return
+        sealed = float(np.mean(1.0 - np.clip(g[ok] / g0[ok], 0.0, 1.0)))
+        alpha = float(np.clip((sealed - SEAM_FROM) / (1.0 - SEAM_FROM), 0.0, 1.0))
+        if alpha <= 0.0:
+            return
+        up = V[list(fm.INNER_UPPER)]
+        lo = V[list(fm.INNER_LOWER)]
+        mw = float(np.linalg.norm(up[-1] - up[0]))
+        h = max(1.0, SEAM_HALF_WIDTH * mw)
+        poly = np.concatenate([up - [0, SEAM_REACH * h], (lo + [0, SEAM_REACH * h])[::-1]])
+        x0, y0 = np.floor(poly.min(axis=0)).astype(int) - 2
+        x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 3
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, self.size), min(y1, self.size)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return
+        o = np.array([x0, y0], np.float64)
+        shape = (y1 - y0, x1 - x0)
+        m = cv2.GaussianBlur(_smooth_mask(poly, shape, o), (0, 0), 0.5 * h)
+        line = np.zeros(shape, np.uint8)
+        mid = ((up + lo) / 2 - o) * 16
+        cv2.polylines(line, [np.round(mid).astype(np.int32)], False, 255, max(1, int(round(h))),
+                      cv2.LINE_AA, 4)
+        la = cv2.GaussianBlur(line.astype(np.float32), (0, 0), 0.35 * h)[..., None] * (0.9 / 255)
+        layer = np.empty(shape + (3,), np.float32)
+        layer[:] = self._lip_col
+        layer = layer * (1 - la) + (self._lip_col * SEAM_SHADE) * la
+        mm = m[..., None] * alpha
         roi = out[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(roi * (1 - mm) + layer * mm + 0.5, 0, 255).astype(np.uint8)
 
