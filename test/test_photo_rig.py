@@ -269,6 +269,14 @@ def test_grayscale_rgba_and_other_arrays_are_converted_or_refused(astronaut):
         build_rig(astronaut.astype(np.int64), 256)
 
 
+def test_a_black_and_white_photo_talks_in_grey(hopper):
+    """Painted teeth, cavity and tongue take the photo's colourfulness: none on a black-and-white photo."""
+    r = build_rig(hopper.mean(axis=2).astype(np.uint8), 256)
+    f = r.render(art(jaw_open=1.0)).astype(np.int16)
+    assert not np.array_equal(f, r.reference)
+    assert (f.max(axis=2) - f.min(axis=2)).max() <= 2
+
+
 def test_a_4000_pixel_photo_is_reduced_not_refused(astronaut):
     import cv2
 

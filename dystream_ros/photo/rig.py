@@ -374,14 +374,23 @@ class PhotoRig:
         luma = ref.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         bright_skin = float(np.clip(self._skin_col.mean() / 140, 0.8, 1.02))
         tooth_default = np.array([246, 238, 222], np.float32) * bright_skin
+        # Painted tints scale with the skin's saturation: a black-and-white photo talks in grey.
+        sat = float((self._skin_col.max() - self._skin_col.min()) / max(self._skin_col.max(), 1.0))
+        tint = min(1.0, sat / 0.15)
+
+        def tinted(c):
+            c = np.asarray(c, np.float32)
+            return (c.mean() + (c - c.mean()) * tint).astype(np.float32)
+
+        tooth_default = tinted(tooth_default)
         self._own_teeth = bool(gap_ref > 0.02 * fh and inner_m.sum() > 8)
         if self._own_teeth:
             bright = inner_m & (luma > np.percentile(luma[inner_m], 60))
             self._teeth_col = _median_colour(ref, bright, tooth_default)
         else:
             self._teeth_col = tooth_default
-        self._cavity_col = np.clip(self._lip_col * np.array([0.34, 0.24, 0.24]), 12, 90)
-        self._tongue_col = np.clip(self._lip_col * np.array([0.95, 0.62, 0.65]), 0, 255)
+        self._cavity_col = tinted(np.clip(self._lip_col * np.array([0.34, 0.24, 0.24]), 12, 90))
+        self._tongue_col = tinted(np.clip(self._lip_col * np.array([0.95, 0.62, 0.65]), 0, 255))
         self._lid_col = []
         for up, lo in ((fm.EYE_A_UPPER, fm.EYE_A_LOWER), (fm.EYE_B_UPPER, fm.EYE_B_LOWER)):
             upper = P[list(up), :2]
