@@ -596,6 +596,14 @@ class PhotoRig:
         out[oy0:oy1, ox0:ox1] = cv2.remap(self.reference, mapx, mapy, cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE)
 
+    def _box(self, poly: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Pixel box (x0, y0, x1, y1) round a polygon, 2-3 px margin, inside the frame; None if empty."""
+        x0, y0 = np.floor(poly.min(axis=0)).astype(int) - 2
+        x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 3
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, self.size), min(y1, self.size)
+        return None if x1 - x0 < 2 or y1 - y0 < 2 else (int(x0), int(y0), int(x1), int(y1))
+
     # ---- mouth interior -----------------------------------------------------------------------------------
     def _paint_mouth(self, V: np.ndarray, out: np.ndarray) -> None:
         U, L = fm.INNER_UPPER, fm.INNER_LOWER
@@ -606,12 +614,10 @@ class PhotoRig:
         if gap < 0.35:
             return
         poly = np.concatenate([up, lo[-2:0:-1]])
-        x0, y0 = np.floor(poly.min(axis=0)).astype(int) - 2
-        x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 3
-        x0, y0 = max(x0, 0), max(y0, 0)
-        x1, y1 = min(x1, self.size), min(y1, self.size)
-        if x1 - x0 < 2 or y1 - y0 < 2:
+        box = self._box(poly)
+        if box is None:
             return
+        x0, y0, x1, y1 = box
         o = np.array([x0, y0], np.float64)
         shape = (y1 - y0, x1 - x0)
         m = _smooth_mask(poly, shape, o)
@@ -676,12 +682,10 @@ class PhotoRig:
         mw = float(np.linalg.norm(up[-1] - up[0]))
         h = max(1.0, SEAM_HALF_WIDTH * mw)
         poly = np.concatenate([up - [0, SEAM_REACH * h], (lo + [0, SEAM_REACH * h])[::-1]])
-        x0, y0 = np.floor(poly.min(axis=0)).astype(int) - 2
-        x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 3
-        x0, y0 = max(x0, 0), max(y0, 0)
-        x1, y1 = min(x1, self.size), min(y1, self.size)
-        if x1 - x0 < 2 or y1 - y0 < 2:
+        box = self._box(poly)
+        if box is None:
             return
+        x0, y0, x1, y1 = box
         o = np.array([x0, y0], np.float64)
         shape = (y1 - y0, x1 - x0)
         m = cv2.GaussianBlur(_smooth_mask(poly, shape, o), (0, 0), 0.5 * h)
