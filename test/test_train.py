@@ -186,24 +186,56 @@ def _gen(workdir: Path, out: Path, steps: int, *extra: str) -> int:
     ])  # fmt: skip
 
 
-def test_generator_loss_drops_on_a_fixed_batch(latents):
+@pytest.mark.parametrize("anchor", ["window", "reference"])
+def test_generator_loss_drops_on_a_fixed_batch(latents, anchor):
     from dystream_ros.train.generator import GenLoss, sample_windows
     from dystream_ros.train.latents import LatentSet
 
     torch.manual_seed(0)
     model = load_checkpoint(latents / "autoencoder.safetensors", render=False).train()
-    mod = GenLoss(model)
-    mels, motion = sample_windows(LatentSet(latents), np.random.default_rng(0), 4, 24)
-    mels, motion = torch.from_numpy(mels), torch.from_numpy(motion)
+    mod = GenLoss(model, anchor)
+    windows = sample_windows(LatentSet(latents), np.random.default_rng(0), 4, 24)
+    windows = [torch.from_numpy(w) for w in windows]
     opt = torch.optim.Adam(mod.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
-        loss, _ = mod(mels, motion, torch.Generator().manual_seed(0))
+        loss, _ = mod(*windows, torch.Generator().manual_seed(0))
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_the_anchor_a_window_trains_with(latents):
+    """'window': a latent of the window's last ``anchor_last`` frames (the published recipe);
+    'reference': the conversation's reference latent, the anchor a session conditions every frame on."""
+    from dystream_ros.train.generator import GenLoss, sample_windows
+    from dystream_ros.train.latents import LatentSet
+
+    data = LatentSet(latents)
+    model = load_checkpoint(latents / "autoencoder.safetensors", render=False)
+    mels, motion, refs = sample_windows(data, np.random.default_rng(3), 4, 24, start_fraction=0.0)
+    names = [next(i for i, lat in enumerate(data.latents) if any(np.array_equal(m, x) for x in lat))
+             for m in motion[:, -1]]  # the conversation each window was cut from
+    assert all(np.array_equal(r, data.refs[c]) for r, c in zip(refs, names, strict=True))
+    seen = {}
+    model.generator.embed.register_forward_pre_hook(
+        lambda _mod, inputs: seen.update(anchor=inputs[2].detach().clone()))
+    last = model.cfg.train.anchor_last
+    for mode in ("window", "reference"):
+        batch = (torch.from_numpy(w) for w in (mels, motion, refs))
+        GenLoss(model, mode)(*batch, torch.Generator().manual_seed(0))
+        a = seen["anchor"].numpy()
+        assert (a == a[:, :1]).all()  # one anchor for every frame of a window
+        for w in range(len(a)):
+            if mode == "reference":
+                np.testing.assert_array_equal(a[w, 0], refs[w])
+            else:
+                assert any(np.array_equal(a[w, 0], x) for x in motion[w, -last:])
+                assert not np.array_equal(a[w, 0], refs[w])
+    with pytest.raises(ValueError, match="anchor must be one of"):
+        GenLoss(model, "last")
 
 
 def test_generator_resume_ema_export_and_pipeline(workdir, latents, tmp_path):

@@ -98,13 +98,15 @@ def generator_loss(
 
 def flow_matching_loss(
     cfg, transformer, head, feats: torch.Tensor, motion: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, anchor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The training recipe after the audio encoder, shared by :func:`generator_loss` and the trainer.
 
     feats (B, T, 2, F) fused-audio inputs, motion (B, T+1, D) latents (frame 0 = the first history
     latent) -> (loss, per-frame CFG drop mask). Noisy history, anchor from the last frames, per-frame CFG
-    dropout, rectified-flow velocity loss with one independent t per frame.
+    dropout, rectified-flow velocity loss with one independent t per frame. ``anchor`` (B, D): each
+    window's anchor instead of one drawn from its last ``anchor_last`` frames (e.g. the reference motion
+    m0, the anchor a session conditions on).
     """
     b, t1, d = motion.shape
     t = t1 - 1
@@ -112,7 +114,11 @@ def flow_matching_loss(
     history = corrupt_history(
         motion[:, :-1], cfg.train.history_noise_p, cfg.train.history_noise_max, generator
     )
-    anchor = sample_anchor(targets, cfg.train.anchor_last, generator)[:, None].expand(b, t, d)
+    if anchor is None:
+        anchor = sample_anchor(targets, cfg.train.anchor_last, generator)
+    elif anchor.shape != (b, d):
+        raise ValueError(f"anchor must be (B, D) = {(b, d)}, got {tuple(anchor.shape)}")
+    anchor = anchor[:, None].expand(b, t, d)
     drop = cfg_dropout(b, t, cfg.train, generator, motion.device)
     tokens = transformer.embed(history, feats, anchor, drop)
     cond = transformer(tokens)  # (B, T, Wh)

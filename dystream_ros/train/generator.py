@@ -5,7 +5,8 @@ extract``): both channels' log-mels and the avatar's motion latents. The recipe 
 (see ``dystream_ros.model.training``): the generator runs over the whole window under the same banded
 sliding-window mask the KV ring gives at inference; the history it conditions on is corrupted (noisy
 history, against exposure bias); the anchor is a latent drawn from the last ``anchor_last`` (10) frames
-of the window (the reference latent m0 at inference); speaker audio, listener audio and anchor are each
+of the window (the reference latent m0 at inference), or with ``--anchor reference`` the conversation's
+reference latent m0 itself, so training conditions on the anchor inference uses; speaker audio, listener audio and anchor are each
 replaced by learned null embeddings per frame (CFG dropout) so guidance can null them at inference;
 the flow head learns the velocity of a rectified flow from N(0, I) to the latent. Windows that start at
 frame 0 condition their first token on the reference latent, as a session does.
@@ -45,6 +46,7 @@ from dystream_ros.train.common import (
 from dystream_ros.train.latents import LatentSet, fit_head_basis, motion_fingerprint
 
 __all__ = [
+    "ANCHORS",
     "GenLoss",
     "encode_mels",
     "export_articulation_model",
@@ -52,6 +54,10 @@ __all__ = [
     "sample_windows",
     "train_generator",
 ]
+
+
+#: Where a training window's anchor comes from (``--anchor``, :class:`GenLoss`).
+ANCHORS = ("window", "reference")
 
 
 def encode_mels(enc: AudioEncoder, mels: torch.Tensor) -> torch.Tensor:
@@ -74,8 +80,9 @@ def encode_mels(enc: AudioEncoder, mels: torch.Tensor) -> torch.Tensor:
 
 def sample_windows(
     data: LatentSet, rng: np.random.Generator, batch: int, frames: int, start_fraction: float = 0.1
-) -> tuple[np.ndarray, np.ndarray]:
-    """``batch`` random windows: mels (B, 2, n_mels, M) and motion (B, T + 1, D).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``batch`` random windows: mels (B, 2, n_mels, M), motion (B, T + 1, D) and the reference latent
+    of each window's conversation (B, D) (m0: what a session anchors on).
 
     ``motion[:, 0]`` is the latent before the window (the reference latent when the window starts at
     frame 0, as in a session); a ``start_fraction`` of the windows start at frame 0.
@@ -84,7 +91,7 @@ def sample_windows(
     hops = a["sample_rate"] * a["hop_ms"] // 1000
     hpf = a["sample_rate"] // a["fps"] // hops
     mel_len = _window_mels(a) + hpf * (frames - 1)
-    mels, motion = [], []
+    mels, motion, refs = [], [], []
     for _ in range(batch):
         c = int(rng.integers(len(data)))
         lat = data.latents[c]
@@ -95,7 +102,8 @@ def sample_windows(
         prev = data.refs[c] if f0 == 0 else lat[f0 - 1]
         motion.append(np.concatenate([prev[None], lat[f0 : f0 + frames]]))
         mels.append(data.mels[c][:, :, hpf * f0 : hpf * f0 + mel_len])
-    return np.stack(mels), np.stack(motion)
+        refs.append(data.refs[c])
+    return np.stack(mels), np.stack(motion), np.stack(refs).astype(np.float32)
 
 
 def _window_mels(a: dict) -> int:
@@ -107,24 +115,32 @@ def _window_mels(a: dict) -> int:
 class GenLoss(nn.Module):
     """Flow-matching loss of (audio encoder, generator, head); the module DDP wraps.
 
-    Same recipe as :func:`dystream_ros.model.training.generator_loss`, on cached log-mels.
+    Same recipe as :func:`dystream_ros.model.training.generator_loss`, on cached log-mels. ``anchor``:
+    ``"window"`` (the published recipe: a latent of the window's last frames) or ``"reference"`` (the
+    conversation's reference latent m0, the anchor a session gives the model at inference).
     """
 
-    def __init__(self, model: DyStreamModel) -> None:
+    def __init__(self, model: DyStreamModel, anchor: str = "window") -> None:
         super().__init__()
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+        self.anchor = anchor
         self.cfg = model.cfg
         self.audio = model.audio
         self.generator = model.generator
         self.head = model.head
 
     def forward(
-        self, mels: torch.Tensor, motion: torch.Tensor, generator: torch.Generator | None = None
+        self, mels: torch.Tensor, motion: torch.Tensor, refs: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """mels (B, 2, n_mels, M), motion (B, T + 1, D), refs (B, D): see :func:`sample_windows`."""
         t = motion.shape[1] - 1
         feats = encode_mels(self.audio, mels)
         if feats.shape[1] != t:
             raise ValueError(f"mels give {feats.shape[1]} frames, motion {t}")
-        loss, _ = flow_matching_loss(self.cfg, self.generator, self.head, feats, motion, generator)
+        anchor = refs if self.anchor == "reference" else None
+        loss, _ = flow_matching_loss(self.cfg, self.generator, self.head, feats, motion, generator, anchor)
         return loss, {"loss": loss.detach()}
 
 
@@ -205,19 +221,19 @@ def init_from_checkpoint(model: DyStreamModel, path: str | Path) -> None:
 
 
 @torch.no_grad()
-def validation_loss(loss_mod: GenLoss, windows: tuple[np.ndarray, np.ndarray], seed: int = 0) -> float:
-    """Mean loss on fixed held-out windows with fixed noise/dropout draws."""
+def validation_loss(
+    loss_mod: GenLoss, windows: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int = 0
+) -> float:
+    """Mean loss on fixed held-out windows (:func:`sample_windows`) with fixed noise/dropout draws."""
     loss_mod.eval()
     g = torch.Generator().manual_seed(seed)
-    mels, motion = windows
     dev = next(loss_mod.parameters()).device
+    n = len(windows[0])
     tot = 0.0
-    for i in range(0, len(mels), 8):
-        loss, _ = loss_mod(
-            torch.from_numpy(mels[i : i + 8]).to(dev), torch.from_numpy(motion[i : i + 8]).to(dev), g
-        )
-        tot += float(loss) * len(mels[i : i + 8])
-    return tot / len(mels)
+    for i in range(0, n, 8):
+        loss, _ = loss_mod(*(torch.from_numpy(w[i : i + 8]).to(dev) for w in windows), g)
+        tot += float(loss) * len(windows[0][i : i + 8])
+    return tot / n
 
 
 def train_generator(args) -> int:
@@ -260,7 +276,7 @@ def train_generator(args) -> int:
         for p in model.autoencoder.parameters():
             p.requires_grad_(False)
         trainable = _trainable(model)
-        loss_mod = GenLoss(model).to(info.device)
+        loss_mod = GenLoss(model, args.anchor).to(info.device)
         ema = EMA(trainable, args.ema)
         opt = torch.optim.AdamW(trainable.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
         step = 0
@@ -343,14 +359,12 @@ def train_generator(args) -> int:
         acc: dict[str, float] = {}
         while step < args.steps:
             rng = np.random.default_rng([args.seed, info.rank, step])
-            mels, motion = sample_windows(data, rng, args.batch, args.frames, args.start_fraction)
+            windows = sample_windows(data, rng, args.batch, args.frames, args.start_fraction)
             g = torch.Generator(device=info.device).manual_seed(int(rng.integers(2**62)))
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(step, args.lr, args.warmup, args.steps)
             ddp.train()
-            loss, parts = ddp(
-                torch.from_numpy(mels).to(info.device), torch.from_numpy(motion).to(info.device), g
-            )
+            loss, parts = ddp(*(torch.from_numpy(w).to(info.device) for w in windows), g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(trainable.parameters(), args.clip)
@@ -421,6 +435,13 @@ def add_arguments(p) -> None:
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--start-fraction", type=float, default=0.1, help="share of windows starting at frame 0")
+    p.add_argument(
+        "--anchor",
+        choices=ANCHORS,
+        default="window",
+        help="the anchor each window trains with: 'window' (a latent of its last frames, the published "
+        "recipe) or 'reference' (its conversation's reference latent m0, what a session anchors on)",
+    )
     p.add_argument(
         "--guidance",
         type=float,
