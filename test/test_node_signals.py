@@ -31,7 +31,25 @@ def _start(log: Path) -> tuple[subprocess.Popen, object]:
     fh = open(log, "wb")
     cmd = [str(EXE), "--ros-args", "-p", "checkpoint:=random", "-p", "render:=false",
            "-p", "warmup_frames:=0", "-r", f"__node:=sigtest_{log.stem}"]
-    return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ)), fh
+    # PYTHONFAULTHANDLER: a SIGABRT makes a hung process print every thread's Python stack (see _wait_exit)
+    env = dict(os.environ, PYTHONFAULTHANDLER="1")
+    return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh
+
+
+def _wait_exit(p: subprocess.Popen, log: Path, what: str, timeout: float = 60.0) -> int:
+    """The exit code; a process still running after ``timeout`` is aborted (its threads' stacks land
+    in its log) and the test fails with them."""
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGABRT)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        pytest.fail(f"{what}: still running after {timeout:.0f} s; its stacks at SIGABRT:\n"
+                    + log.read_text(errors="replace")[-6000:])
 
 
 def _wait_active(p: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
@@ -64,7 +82,7 @@ def test_second_signal_during_shutdown_still_exits_0(tmp_path, pair):
             if p.poll() is None:
                 p.send_signal(second)
         for p, _, log, (delay, second) in procs:
-            rc = p.wait(timeout=60)
+            rc = _wait_exit(p, log, f"SIGINT then {second.name} after {delay} s")
             assert rc == 0, (f"SIGINT then {second.name} after {delay} s: exit {rc}",
                              log.read_text(errors="replace")[-2000:])
     finally:

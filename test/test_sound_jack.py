@@ -98,6 +98,12 @@ def test_capture_stamps_follow_the_sample_count(jack):
 
 
 CLICK = 48  # samples of each loopback click
+# A run whose time base drifted more than this against its sample count is not compared: JACK's dummy
+# driver times its cycles with the system's sleep, which on a loaded VM can fall behind without a counted
+# xrun, and each stream's clock mapping follows that on its own schedule. Measured here: at most 0.15 ms
+# over a run, with both cores busy. (A run on another VM slid 2.1 ms over its eight clicks without an
+# xrun; its drift was not recorded, which is what the print below is for.)
+MAX_DRIFT_MS = 0.5
 
 
 def _loopback(jack) -> dict:
@@ -133,6 +139,10 @@ def _loopback(jack) -> dict:
     finally:
         cap.stop()
         pl.stop()
+    # the device's time base against the system clock over the run: the mapped ADC time of the last block
+    # minus the first's, against the samples between them (0 for a device that keeps its rate)
+    adc_drift_ms = ((blocks[-1].adc_ns - blocks[0].adc_ns)
+                    - (blocks[-1].index - blocks[0].index) * NS / RATE) / 1e6
     x = np.concatenate([b.data[:, 0].astype(np.float32) / 32768 for b in blocks])
     times = np.concatenate([b.stamp_ns + np.arange(b.data.shape[0]) * NS / RATE for b in blocks])
     heard = times[np.flatnonzero((x[1:] > 0.4) & (x[:-1] <= 0.4)) + 1]
@@ -140,7 +150,8 @@ def _loopback(jack) -> dict:
     assert len(set(match.tolist())) == len(heard), f"two clicks heard for one: {heard}"
     return {"heard": heard, "scheduled": scheduled, "match": match, "out_latency_ms": out_latency_ms,
             "played": pl.take_played(), "late": pl.totals("samples_late"), "xruns": xruns,
-            "slip_ms": slip_ms, "flags": flags, "lost": lost, "clean": xruns + flags + lost == 0}
+            "slip_ms": slip_ms, "flags": flags, "lost": lost, "adc_drift_ms": adc_drift_ms,
+            "clean": xruns + flags + lost == 0 and abs(adc_drift_ms) <= MAX_DRIFT_MS}
 
 
 def test_playback_is_heard_at_its_scheduled_time(jack):
@@ -157,8 +168,10 @@ def test_playback_is_heard_at_its_scheduled_time(jack):
     That holds for a run in which the JACK graph kept its cycles. On a loaded machine a cycle can be
     late or a client can miss one (jackd logs each xrun, PortAudio flags it): the time base both
     streams map then slips, each mapping follows on its own schedule, and a click in a missed cycle is
-    not heard. Such a run is repeated (up to 5 runs); when none is clean, what is asserted is that every
-    click was played or counted late, and every click not heard coincides with counted xruns."""
+    not heard. The same holds for a run whose time base drifted against its sample count without an
+    xrun (measured from the capture's mapped ADC times, bounded by ``MAX_DRIFT_MS``). Such a run is
+    repeated (up to 5 runs); when none is clean, what is asserted is that every click was played or
+    counted late, and every click not heard coincides with counted xruns."""
     runs = []
     for _ in range(5):
         r = _loopback(jack)
@@ -166,7 +179,8 @@ def test_playback_is_heard_at_its_scheduled_time(jack):
         err = np.round((r["heard"] - r["scheduled"][r["match"]]) / 1e6, 3)
         print(f"\nloopback: heard - scheduled = {err} ms; output latency {r['out_latency_ms']:.3f} ms; "
               f"xruns: jackd {r['xruns']} (cycles late by"
-              f" {r['slip_ms']:.3f} ms), flagged {r['flags']}; samples lost {r['lost']}")
+              f" {r['slip_ms']:.3f} ms), flagged {r['flags']}; samples lost {r['lost']}; time base drift"
+              f" {r['adc_drift_ms']:+.3f} ms")
         if r["clean"]:
             break
     for r in runs:  # every run: each click played (or counted late), each one not heard explained
@@ -176,13 +190,15 @@ def test_playback_is_heard_at_its_scheduled_time(jack):
         assert all(abs(p.played_ns - p.scheduled_ns) <= NS / RATE for p in r["played"])
     r = runs[-1]
     if not r["clean"]:
-        print(f"loopback: all {len(runs)} runs had xruns; placement not compared on this machine now")
+        print(f"loopback: all {len(runs)} runs had xruns or a drifting time base; placement not compared on "
+              "this machine now")
         return
     assert len(r["heard"]) == len(r["scheduled"]) and len(r["played"]) == len(r["scheduled"])
     err_ms = (r["heard"] - r["scheduled"][r["match"]]) / 1e6
     # the player placed each click to the sample (asserted above); the capture's stamps may move by the
     # stamper's slew (0.5 ms a block) towards their mapped ADC time: two clicks agree within two steps
-    assert np.ptp(err_ms) < 1.0
+    assert np.ptp(err_ms) < 1.0, (f"clicks spread {np.ptp(err_ms):.3f} ms: {np.round(err_ms, 3)}; "
+                                  f"time base drift {r['adc_drift_ms']:+.3f} ms")
     resid = err_ms + r["out_latency_ms"]
     assert (resid <= 1.0).all() and (resid >= -256 / RATE * 1000 - 1.0).all()
 
