@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import scipy.sparse
 
 from dystream_ros.data.face import ARTICULATION_FIELDS, NUM_PARAMS, clip_params
 from dystream_ros.photo import facemesh as fm
@@ -322,6 +323,7 @@ class PhotoRig:
             cv2.fillConvexPoly(trimap, np.round(V2[tri] * 16).astype(np.int32), i + 1, lineType=cv2.LINE_8,
                                shift=4)
         self._trimap = trimap
+        self._trimap_flat = trimap.ravel()
         # Barycentric coordinates of a point in each reference triangle: b = Minv @ (x, y, 1); row 0 = none.
         A = np.ones((len(T), 3, 3))
         A[:, 0, :] = V2[T, 0]
@@ -348,7 +350,11 @@ class PhotoRig:
         gy, gx = np.mgrid[y0:y1, x0:x1]
         self._gx = (k * (gx.astype(np.float32).ravel() + 0.5) - 0.5).astype(np.float32)
         self._gy = (k * (gy.astype(np.float32).ravel() + 0.5) - 0.5).astype(np.float32)
-        self._tri0v, self._b0 = self._bary(self._gx, self._gy)
+        # grid point <- its reference triangle's vertices: (grid points x vertices + "none") barycentric
+        # weights, so a frame interpolates the vertex displacements to the grid in one sparse product
+        tv, bw = self._bary(self._gx, self._gy)
+        self._grid_weights = scipy.sparse.csr_matrix(
+            (bw.ravel(), tv.ravel(), np.arange(0, tv.size + 1, 3)), shape=(len(tv), len(self._V0) + 1))
         self._roi_shape = (y1 - y0, x1 - x0)
         self._roi_out = (round(x0 * k), round(y0 * k), round(x1 * k), round(y1 * k))
         ox0, oy0, ox1, oy1 = self._roi_out
@@ -482,56 +488,64 @@ class PhotoRig:
         b = np.stack([m[:, 3 * j] * x + m[:, 3 * j + 1] * y + m[:, 3 * j + 2] for j in range(3)], 1)
         return self._tv[t], b.astype(np.float32)
 
+    def _look(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Reference triangle under each point (nearest pixel of the triangle map, clamped to the frame);
+        plain ufuncs, as this runs a dozen times a frame."""
+        hi = self.size - 1
+        ix = np.rint(x).astype(np.int32)
+        iy = np.rint(y).astype(np.int32)
+        np.minimum(np.maximum(ix, 0, out=ix), hi, out=ix)
+        np.minimum(np.maximum(iy, 0, out=iy), hi, out=iy)
+        iy *= self.size
+        iy += ix
+        return self._trimap_flat[iy]
+
     def _walk(self, X, Y, px, py, Qf):
         """Backward map by walking the reference mesh from the guess ``(px, py)``: look up the reference
         triangle t under p and invert t's (affine) deformation exactly at x; where that inverse leaves t, the
-        right
-        triangle lies between, so step half way (a walk that jumped straight there would swing across a
-        stretched band)."""
-        s = self.size
-        tm = self._trimap
-
-        def look(x, y):
-            iy = np.clip(np.rint(y), 0, s - 1).astype(np.int32)
-            return tm[iy, np.clip(np.rint(x), 0, s - 1).astype(np.int32)]
-
+        right triangle lies between, so step half way (a walk that jumped straight there would swing across a
+        stretched band). ``ITERATIONS`` steps for every point, then up to 4 more for the points still moving.
+        A point whose inverse lands in its own triangle is a fixed point of every later step, so each step
+        only computes the points not yet there."""
+        look = self._look
+        px, py = px.astype(np.float32), py.astype(np.float32)
         t = look(px, py)
-        for _ in range(ITERATIONS):  # all points
-            q = Qf[t]
-            qx = q[:, 0] * X + q[:, 1] * Y + q[:, 2]
-            qy = q[:, 3] * X + q[:, 4] * Y + q[:, 5]
-            tq = look(qx, qy)
-            stay = (tq == t) | (np.abs(qx - px) + np.abs(qy - py) < 0.3)
-            if stay.all():
-                return qx, qy
-            px = np.where(stay, qx, 0.5 * (px + qx))
-            py = np.where(stay, qy, 0.5 * (py + qy))
-            t = np.where(stay, tq, look(px, py))
-        todo = np.flatnonzero(~stay)
-        for _ in range(4):  # then only the points still moving
-            q = Qf[t[todo]]
-            xx, yy = X[todo], Y[todo]
+        act = np.arange(len(X))
+        qx = qy = moving = None
+        for it in range(ITERATIONS + 4):
+            ta, pxa, pya = t[act], px[act], py[act]
+            xx, yy = X[act], Y[act]
+            q = Qf[ta]
             qx = q[:, 0] * xx + q[:, 1] * yy + q[:, 2]
             qy = q[:, 3] * xx + q[:, 4] * yy + q[:, 5]
             tq = look(qx, qy)
-            stay = (tq == t[todo]) | (np.abs(qx - px[todo]) + np.abs(qy - py[todo]) < 0.3)
-            px[todo] = np.where(stay, qx, 0.5 * (px[todo] + qx))
-            py[todo] = np.where(stay, qy, 0.5 * (py[todo] + qy))
-            t[todo] = np.where(stay, tq, look(px[todo], py[todo]))
-            todo = todo[~stay]
-            if len(todo) == 0:
-                break
-        if len(todo):  # on an edge the lookup may alternate between two triangles: take the last inverse
-            px[todo], py[todo] = qx[~stay], qy[~stay]
+            fixed = tq == ta
+            stay = fixed | (np.abs(qx - pxa) + np.abs(qy - pya) < 0.3)
+            moving = ~stay
+            nx = np.where(stay, qx, 0.5 * (pxa + qx))
+            ny = np.where(stay, qy, 0.5 * (pya + qy))
+            px[act], py[act] = nx, ny
+            if moving.any():
+                tq[moving] = look(nx[moving], ny[moving])
+            t[act] = tq
+            if it < ITERATIONS - 1:
+                if stay.all():  # every point stays: done
+                    return px, py
+                act = act[~fixed]  # the rest still take every step
+            else:
+                act = act[moving]  # from the last full step on: only the points still moving
+            if len(act) == 0:
+                return px, py
+        # on an edge the lookup may alternate between two triangles: take the last inverse
+        px[act], py[act] = qx[moving], qy[moving]
         return px, py
 
     def _warp(self, disp: np.ndarray, out: np.ndarray) -> None:
         D = np.zeros((len(disp) + 1, 2), np.float32)
         D[:-1] = disp
         dxv, dyv = D[:, 0], D[:, 1]
-        v, b = self._tri0v, self._b0
-        dx = b[:, 0] * dxv[v[:, 0]] + b[:, 1] * dxv[v[:, 1]] + b[:, 2] * dxv[v[:, 2]]
-        dy = b[:, 0] * dyv[v[:, 0]] + b[:, 1] * dyv[v[:, 1]] + b[:, 2] * dyv[v[:, 2]]
+        dgrid = self._grid_weights @ D
+        dx, dy = dgrid[:, 0], dgrid[:, 1]
         # Coarse grid points that may be covered by a moved triangle: those that move, dilated by the largest
         # motion.
         h, w = self._roi_shape

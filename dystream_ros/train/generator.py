@@ -6,8 +6,9 @@ extract``): both channels' log-mels and the avatar's motion latents. The recipe 
 sliding-window mask the KV ring gives at inference; the history it conditions on is corrupted (noisy
 history, against exposure bias); the anchor is a latent drawn from the last ``anchor_last`` (10) frames
 of the window (the reference latent m0 at inference), or with ``--anchor reference`` the conversation's
-reference latent m0 itself, so training conditions on the anchor inference uses; speaker audio, listener audio and anchor are each
-replaced by learned null embeddings per frame (CFG dropout) so guidance can null them at inference;
+reference latent m0 itself, so training conditions on the anchor inference uses; speaker audio,
+listener audio and anchor are each replaced by learned null embeddings per frame (CFG dropout) so
+guidance can null them at inference;
 the flow head learns the velocity of a rectified flow from N(0, I) to the latent. Windows that start at
 frame 0 condition their first token on the reference latent, as a session does.
 
