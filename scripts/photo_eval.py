@@ -5,21 +5,17 @@ For each photo (the shipped astronaut, Grace Hopper from matplotlib's bundled sa
 ``--photo``):
 
 - **lip-sync**: the ground-truth articulation tracks of held-out synthetic conversations
-(``generate_conversation``
-  with ``conversation_seed(seed, "heldout", i)``, as ``dystream synth --split heldout`` makes them) are
-  rendered
-  through the photo rig (every field: jaw, lips, blinks, brows, head pose, gaze), and MediaPipe FaceMesh
-  (``dystream_ros.eval.mouth_reader``, an independent reader) reads the mouth opening from the frames.
-  Reported:
-  Pearson r of the read opening against ground-truth ``jaw_open`` and against the visible opening
-  ``jaw_open * (1 - lip_close)``, at offset 0 and the best of offsets -1..1 (``eval.lipsync.sync_scores``,
-  unfiltered), per conversation and pooled.
+  (``generate_conversation`` with ``conversation_seed(seed, "heldout", i)``, as ``dystream synth --split
+  heldout`` makes them) are rendered through the photo rig (every field: jaw, lips, blinks, brows, head pose,
+  gaze), and MediaPipe FaceMesh (``dystream_ros.eval.mouth_reader``, an independent reader) reads the mouth
+  opening from the frames. Reported: Pearson r of the read opening against ground-truth ``jaw_open`` and
+  against the visible opening ``jaw_open * (1 - lip_close)``, at offset 0 and the best of offsets -1..1
+  (``eval.lipsync.sync_scores``, unfiltered), per conversation and pooled.
 - **identity region**: PSNR of the eye / brow / nose box (brow tops to the nose base) against the reference
   over frames where only the mouth moves (the conversations' jaw, spread, round, closure; pose, blinks, brows,
   gaze and smile held at 0); the minimum over frames.
-- **jaw sweep**: read opening at jaw_open 0, 0.1, ... 1 (Spearman rho, monotonic or not) and with lip_close =
-1
-  at jaw 0.3 / 0.6 / 1 (closure should bring it to about 0).
+- **jaw sweep**: read opening at jaw_open 0, 0.1, ... 1 (Spearman rho, monotonic or not) and with
+  lip_close = 1 at jaw 0.3 / 0.6 / 1 (closure should bring it to about 0).
 - **timing**: render ms at 256 and 512 (median over frames, median of 3 runs, one thread) and build ms of a
   rebuild after the first (FaceMesh graph start excluded), median of 5.
 

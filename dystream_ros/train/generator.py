@@ -274,6 +274,9 @@ def train_generator(args) -> int:
             init_from_checkpoint(model, args.init)
             if info.main:
                 print(f"initialised audio encoder, generator and head from {args.init}")
+        if args.history_noise is not None:  # the recipe's noisy history (TrainConfig validates the values)
+            p_hit, p_max = args.history_noise
+            model.cfg = model.cfg.replace(train={"history_noise_p": p_hit, "history_noise_max": p_max})
         for p in model.autoencoder.parameters():
             p.requires_grad_(False)
         trainable = _trainable(model)
@@ -436,6 +439,15 @@ def add_arguments(p) -> None:
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--start-fraction", type=float, default=0.1, help="share of windows starting at frame 0")
+    p.add_argument(
+        "--history-noise",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("P", "MAX"),
+        help="noisy history: the share of history frames corrupted and the largest noise strength "
+        "(default: the profile's TrainConfig, 0.5 0.5)",
+    )
     p.add_argument(
         "--anchor",
         choices=ANCHORS,
