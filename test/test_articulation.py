@@ -217,6 +217,22 @@ def test_init_fine_tunes_from_a_checkpoint_and_refuses_another_space(work, tmp_p
                                     str(tmp_path / "other_stats.safetensors")])
 
 
+def test_history_noise_and_anchor_options_train_and_are_recorded(work, tmp_path):
+    """--history-noise replaces the recipe's noisy history (the exported config says so); --anchor
+    reference trains; an out-of-range noise is refused with TrainConfig's message."""
+    base = ["train", "generator", "--latents", str(work / "art_train"), "--profile",
+            str(work / "tiny.safetensors"), "--batch", "2", "--frames", "24", "--warmup", "1",
+            "--log-every", "1", "--threads", "1", "--device", "cpu", "--steps", "2"]
+    assert cli(base + ["--out", str(tmp_path / "n"), "--history-noise", "0.9", "0.8",
+                       "--anchor", "reference"]) == 0
+    cfg = load_checkpoint(tmp_path / "n" / "model.safetensors", render=False).cfg.train
+    assert (cfg.history_noise_p, cfg.history_noise_max) == (0.9, 0.8)
+    default = load_checkpoint(work / "gen" / "model.safetensors", render=False).cfg.train
+    assert (default.history_noise_p, default.history_noise_max) == (0.5, 0.5)
+    with pytest.raises(ValueError, match="history_noise_max"):
+        cli(base + ["--out", str(tmp_path / "bad"), "--history-noise", "0.5", "1.5"])
+
+
 # -- the session: determinism and lookahead invariance ------------------------------------------------
 
 
