@@ -102,6 +102,9 @@ def finish_run(module: nn.Module, info: DistInfo, log, step: int, t_start: float
         print(summary)
     if not in_sync:
         raise RuntimeError("DDP ranks ended with different weights")
+    # every rank leaves together: a rank that tore its process group down while the main one was still
+    # logging aborted once in gloo's teardown ("terminate called without an active exception")
+    barrier(info)
     return 0
 
 
