@@ -610,10 +610,11 @@ class PhotoRig:
         out[oy0:oy1, ox0:ox1] = cv2.remap(self.reference, mapx, mapy, cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE)
 
-    def _box(self, poly: np.ndarray) -> tuple[int, int, int, int] | None:
-        """Pixel box (x0, y0, x1, y1) round a polygon, 2-3 px margin, inside the frame; None if empty."""
-        x0, y0 = np.floor(poly.min(axis=0)).astype(int) - 2
-        x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 3
+    def _box(self, poly: np.ndarray, margin: int = 2) -> tuple[int, int, int, int] | None:
+        """Pixel box (x0, y0, x1, y1) round a polygon, ``margin`` (and one more px past the end) clear of
+        it, inside the frame; None if empty."""
+        x0, y0 = np.floor(poly.min(axis=0)).astype(int) - margin
+        x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + margin + 1
         x0, y0 = max(x0, 0), max(y0, 0)
         x1, y1 = min(x1, self.size), min(y1, self.size)
         return None if x1 - x0 < 2 or y1 - y0 < 2 else (int(x0), int(y0), int(x1), int(y1))
@@ -724,12 +725,10 @@ class PhotoRig:
             edge = lo + (lo - up) * 0.06  # fully closed: cover the lower lash line too
         eye_h = float(np.max(lo[:, 1]) - np.min(up[:, 1]))
         poly = np.concatenate([up + [0, -max(1.0, 0.2 * eye_h)], edge[::-1]])  # covers the open lid's lashes
-        x0, y0 = np.floor(poly.min(axis=0)).astype(int) - 3
-        x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 4
-        x0, y0 = max(x0, 0), max(y0, 0)
-        x1, y1 = min(x1, self.size), min(y1, self.size)
-        if x1 - x0 < 2 or y1 - y0 < 2:
+        box = self._box(poly, margin=3)
+        if box is None:
             return
+        x0, y0, x1, y1 = box
         o = np.array([x0, y0], np.float64)
         shape = (y1 - y0, x1 - x0)
         m = _smooth_mask(poly, shape, o)

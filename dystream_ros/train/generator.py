@@ -233,7 +233,7 @@ def validation_loss(
     tot = 0.0
     for i in range(0, n, 8):
         loss, _ = loss_mod(*(torch.from_numpy(w[i : i + 8]).to(dev) for w in windows), g)
-        tot += float(loss) * len(windows[0][i : i + 8])
+        tot += float(loss) * min(8, n - i)
     return tot / n
 
 
