@@ -195,6 +195,44 @@ def test_blinks_paint_the_eye_closed(rig):
     assert not np.array_equal(f[yb0:yb1, xa0:xa1], rig.reference[yb0:yb1, xa0:xa1])
 
 
+def test_the_warp_covers_each_triangle_exactly_and_inverts_its_affine():
+    """The backward map's rasteriser: every grid point inside a triangle is returned and no point outside
+    any, each mapped through its triangle's output -> reference affine; on the full and a coarse grid."""
+    from dystream_ros.photo.rig import _cover
+
+    tri = np.array([[[10.3, 12.1], [40.7, 18.4], [22.2, 44.9]], [[40.7, 18.4], [55.0, 50.5], [22.2, 44.9]]])
+    A = np.array([[[1.1, 0.1], [-0.05, 0.9]], [[0.95, -0.2], [0.1, 1.05]]])  # output -> reference, per tri
+    off = np.array([[1.5, -2.0], [-3.0, 0.5]])
+    to_bary = [np.linalg.inv(np.stack([t[1] - t[0], t[2] - t[0]], 1)) for t in tri]  # (b1, b2) = T (x - t0)
+    C = np.array([[*A[t, 0], off[t, 0], *A[t, 1], off[t, 1],
+                   *to_bary[t][0], -to_bary[t][0] @ tri[t, 0], *to_bary[t][1], -to_bary[t][1] @ tri[t, 0]]
+                  for t in range(2)]).T.astype(np.float32)
+
+    def bary_min(p, t):
+        b = to_bary[t] @ (p - tri[t, 0])
+        return min(b[0], b[1], 1 - b[0] - b[1])
+
+    for k, box in ((1, (0, 0, 64, 64)), (2, (3, 2, 28, 30))):
+        flat, qx, qy = _cover(C, tri.min(axis=1), tri.max(axis=1), k, box)
+        i0, j0, w, h = box
+        got = {}
+        for f, rx, ry in zip(flat, qx, qy, strict=True):
+            got.setdefault(int(f), []).append((rx, ry))
+        n_inside = 0
+        for f in range(w * h):
+            p = np.array([k * (f % w + i0 + 0.5) - 0.5, k * (f // w + j0 + 0.5) - 0.5])
+            m = [bary_min(p, t) for t in range(2)]
+            if max(m) > 1e-3:  # clearly inside one triangle: returned, through that triangle's affine
+                n_inside += 1
+                t = int(np.argmax(m))
+                assert f in got, (k, p)
+                for q in got[f]:
+                    np.testing.assert_allclose(q, A[t] @ p + off[t], atol=1e-3)
+            elif max(m) < -1e-3:  # clearly outside both
+                assert f not in got, (k, p)
+        assert n_inside > 20
+
+
 def test_head_pose_is_clamped_to_what_a_warp_can_show(rig):
     from dystream_ros.photo import POSE_LIMITS
 

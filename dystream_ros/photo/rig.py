@@ -19,8 +19,8 @@ Built once per reference (:func:`build_rig`, tens of ms):
 
 Per frame (:meth:`PhotoRig.render`, a few ms at 256x256): articulation -> vertex displacements (linear bases,
 the jaw-lip closure product, head pose rotated in 3-D with FaceMesh's depth and clamped to what a 2-D warp can
-show) -> a backward map found by walking the reference mesh's triangle lookup (on a grid of at most
-128x128, upsampled, and at full resolution round the lips) -> one ``cv2.remap`` of the reference -> the mouth
+show) -> a backward map by rasterising the deformed triangles, each inverted exactly (on a grid of at most
+64x64, upsampled, and at full resolution round the lips) -> one ``cv2.remap`` of the reference -> the mouth
 interior painted where the lips part (dark cavity, upper and lower teeth, tongue tint, lip shadow) -> eyelids
 painted closed over the eye.
 """
@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import scipy.sparse
 
 from dystream_ros.data.face import ARTICULATION_FIELDS, NUM_PARAMS, clip_params
 from dystream_ros.photo import facemesh as fm
@@ -66,8 +65,7 @@ SEAM_REACH = 3.0  # the painted lips either side of the line, in those units (th
 #: Depth of the head-pose pivot behind the silhouette's mean depth (face heights).
 PIVOT_DEPTH = 0.25
 DEPTH_RELIEF = 0.35
-MAP_MAX = 128  # the backward map is computed at most at this resolution (the field is smooth off the lips)
-ITERATIONS = 3
+MAP_MAX = 64  # the backward map is computed at most at this resolution (the field is smooth off the lips)
 
 # Motion amplitudes at articulation 1, as fractions of the face height (fh) or mouth width (mw).
 JAW_DROP = 0.15  # fh: lower lip / chin drop at jaw_open = 1 (mouth height ~ half its width)
@@ -234,7 +232,6 @@ class PhotoRig:
         V2 = np.concatenate([P[:, :2], mids[:, :2], mids[:, :2], *rings])
         self._n_core = n_face
         self._V0 = V2  # [V, 2] reference vertex positions, output px
-        nv = len(V2)
         # Depth of the core vertices (for head pose), relative to a pivot behind the face.
         z = np.concatenate([P[:, 2], mids[:, 2], mids[:, 2]])
         z_mean = float(P[oval, 2].mean())
@@ -298,7 +295,7 @@ class PhotoRig:
         # ---- triangles ------------------------------------------------------------------------------------
         tris: list[np.ndarray] = []
         ring_ids = [oval] + [n_face + i * len(oval) + np.arange(len(oval)) for i in range(3)]
-        for r in range(3, 0, -1):  # outermost strip first: inner ones overwrite it in the lookup
+        for r in range(3, 0, -1):
             a, b = ring_ids[r - 1], ring_ids[r]
             a1, b1 = np.roll(a, -1), np.roll(b, -1)
             tris += [np.stack([a, a1, b1], 1), np.stack([a, b1, b], 1)]
@@ -317,44 +314,25 @@ class PhotoRig:
         T = np.concatenate(tris).astype(np.int32)
         self._tris = T
 
-        # ---- reference triangle lookup (output resolution) -----------------------------------------------
-        trimap = np.zeros((size, size), np.int32)  # 0 = no triangle (zero displacement)
-        for i, tri in enumerate(T):
-            cv2.fillConvexPoly(trimap, np.round(V2[tri] * 16).astype(np.int32), i + 1, lineType=cv2.LINE_8,
-                               shift=4)
-        self._trimap = trimap
-        self._trimap_flat = trimap.ravel()
-        # Barycentric coordinates of a point in each reference triangle: b = Minv @ (x, y, 1); row 0 = none.
-        A = np.ones((len(T), 3, 3))
-        A[:, 0, :] = V2[T, 0]
-        A[:, 1, :] = V2[T, 1]
-        ok = np.abs(np.linalg.det(A)) > 1e-6
-        Minv = np.zeros_like(A)
-        Minv[ok] = np.linalg.inv(A[ok])
-        self._Minv = np.concatenate([np.zeros((1, 3, 3)), Minv]).reshape(-1, 9).astype(np.float32)
-        self._ref_det = np.abs(np.linalg.det(A))
+        # Reference triangles as an origin and two edges (for the deformed -> reference affine per frame).
         self._ref_v0 = V2[T[:, 0]]
         self._ref_e1 = V2[T[:, 1]] - V2[T[:, 0]]
-        self._ref_e2 = V2[T[:, 2]] - V2[T[:, 0]]
-        dummy = nv  # the vertex of "no triangle", displacement 0
-        self._tv = np.concatenate([np.full((1, 3), dummy, np.int32), T]).astype(np.int32)
+        self._ref_e2 = f2 = V2[T[:, 2]] - V2[T[:, 0]]
+        f1 = self._ref_e1
+        self._ref_det = np.abs(f1[:, 0] * f2[:, 1] - f2[:, 0] * f1[:, 1])
 
         # The coarse map grid (at most MAP_MAX square), pixel centres in output coordinates.
         R = min(size, MAP_MAX)
         k = size / R
-        self._R, self._k = R, k
+        self._k = k
         r2 = rings[1]  # outside the second ring nothing moves
         lo_xy = np.floor(np.clip((r2.min(axis=0) + 0.5) / k - 0.5 - 2, 0, R)).astype(int)
         hi_xy = np.ceil(np.clip((r2.max(axis=0) + 0.5) / k - 0.5 + 2, 0, R)).astype(int)
         x0, y0, x1, y1 = int(lo_xy[0]), int(lo_xy[1]), int(hi_xy[0]), int(hi_xy[1])
         gy, gx = np.mgrid[y0:y1, x0:x1]
+        self._grid_origin = (x0, y0)
         self._gx = (k * (gx.astype(np.float32).ravel() + 0.5) - 0.5).astype(np.float32)
         self._gy = (k * (gy.astype(np.float32).ravel() + 0.5) - 0.5).astype(np.float32)
-        # grid point <- its reference triangle's vertices: (grid points x vertices + "none") barycentric
-        # weights, so a frame interpolates the vertex displacements to the grid in one sparse product
-        tv, bw = self._bary(self._gx, self._gy)
-        self._grid_weights = scipy.sparse.csr_matrix(
-            (bw.ravel(), tv.ravel(), np.arange(0, tv.size + 1, 3)), shape=(len(tv), len(self._V0) + 1))
         self._roi_shape = (y1 - y0, x1 - x0)
         self._roi_out = (round(x0 * k), round(y0 * k), round(x1 * k), round(y1 * k))
         ox0, oy0, ox1, oy1 = self._roi_out
@@ -479,112 +457,43 @@ class PhotoRig:
         return out
 
     # ---- warp ---------------------------------------------------------------------------------------------
-    def _bary(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Vertex indices ``[N, 3]`` and barycentric weights ``[N, 3]`` of points in the reference mesh."""
-        s = self.size
-        iy = np.clip(np.rint(y), 0, s - 1).astype(np.int32)
-        t = self._trimap[iy, np.clip(np.rint(x), 0, s - 1).astype(np.int32)]
-        m = self._Minv[t]
-        b = np.stack([m[:, 3 * j] * x + m[:, 3 * j + 1] * y + m[:, 3 * j + 2] for j in range(3)], 1)
-        return self._tv[t], b.astype(np.float32)
-
-    def _look(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Reference triangle under each point (nearest pixel of the triangle map, clamped to the frame);
-        plain ufuncs, as this runs a dozen times a frame."""
-        hi = self.size - 1
-        ix = np.rint(x).astype(np.int32)
-        iy = np.rint(y).astype(np.int32)
-        np.minimum(np.maximum(ix, 0, out=ix), hi, out=ix)
-        np.minimum(np.maximum(iy, 0, out=iy), hi, out=iy)
-        iy *= self.size
-        iy += ix
-        return self._trimap_flat[iy]
-
-    def _walk(self, X, Y, px, py, Qf):
-        """Backward map by walking the reference mesh from the guess ``(px, py)``: look up the reference
-        triangle t under p and invert t's (affine) deformation exactly at x; where that inverse leaves t, the
-        right triangle lies between, so step half way (a walk that jumped straight there would swing across a
-        stretched band). ``ITERATIONS`` steps for every point, then up to 4 more for the points still moving.
-        A point whose inverse lands in its own triangle is a fixed point of every later step, so each step
-        only computes the points not yet there."""
-        look = self._look
-        px, py = px.astype(np.float32), py.astype(np.float32)
-        t = look(px, py)
-        act = np.arange(len(X))
-        qx = qy = moving = None
-        for it in range(ITERATIONS + 4):
-            ta, pxa, pya = t[act], px[act], py[act]
-            xx, yy = X[act], Y[act]
-            q = Qf[ta]
-            qx = q[:, 0] * xx + q[:, 1] * yy + q[:, 2]
-            qy = q[:, 3] * xx + q[:, 4] * yy + q[:, 5]
-            tq = look(qx, qy)
-            fixed = tq == ta
-            stay = fixed | (np.abs(qx - pxa) + np.abs(qy - pya) < 0.3)
-            moving = ~stay
-            nx = np.where(stay, qx, 0.5 * (pxa + qx))
-            ny = np.where(stay, qy, 0.5 * (pya + qy))
-            px[act], py[act] = nx, ny
-            if moving.any():
-                tq[moving] = look(nx[moving], ny[moving])
-            t[act] = tq
-            if it < ITERATIONS - 1:
-                if stay.all():  # every point stays: done
-                    return px, py
-                act = act[~fixed]  # the rest still take every step
-            else:
-                act = act[moving]  # from the last full step on: only the points still moving
-            if len(act) == 0:
-                return px, py
-        # on an edge the lookup may alternate between two triangles: take the last inverse
-        px[act], py[act] = qx[moving], qy[moving]
-        return px, py
-
     def _warp(self, disp: np.ndarray, out: np.ndarray) -> None:
-        D = np.zeros((len(disp) + 1, 2), np.float32)
-        D[:-1] = disp
-        dxv, dyv = D[:, 0], D[:, 1]
-        dgrid = self._grid_weights @ D
-        dx, dy = dgrid[:, 0], dgrid[:, 1]
-        # Coarse grid points that may be covered by a moved triangle: those that move, dilated by the largest
-        # motion.
-        h, w = self._roi_shape
-        k = self._k
-        mv = ((np.abs(dx) > 1e-3) | (np.abs(dy) > 1e-3)).astype(np.uint8).reshape(h, w)
-        reach = int(math.ceil(np.abs(D).max() / k)) + 1
-        mv = cv2.dilate(mv, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1)))
-        idx = np.flatnonzero(mv.ravel())
-        # Per-triangle affine deformed -> reference (row 0: "no triangle", identity), in closed form:
-        # M = [r1 - r0, r2 - r0] @ inv([d1 - d0, d2 - d0]), t = r0 - M d0.
+        """Warp the reference into ``out`` by the vertex displacements ``disp`` ``[V, 2]``: every triangle
+        moves affinely, so each output pixel a moved triangle covers samples the reference through that
+        triangle's inverse affine (:func:`_cover`); pixels no moved triangle covers keep the reference's own.
+        The map is found on the coarse grid and upsampled, then again at full resolution round the lips,
+        where it jumps across the mouth opening."""
         Vd = self._V0 + disp
         T = self._tris
-        d0, d1, d2 = Vd[T[:, 0]], Vd[T[:, 1]], Vd[T[:, 2]]
-        ex1, ey1 = d1[:, 0] - d0[:, 0], d1[:, 1] - d0[:, 1]
-        ex2, ey2 = d2[:, 0] - d0[:, 0], d2[:, 1] - d0[:, 1]
-        det = ex1 * ey2 - ex2 * ey1
-        # Collapsed triangles (a lip strip sealed shut) contain no output pixel and their inverse is wild: a
-        # walk that lands in one steps back by the triangle's mean motion instead, towards its neighbours.
-        ok = np.abs(det) > np.maximum(1e-3, 0.05 * self._ref_det)
-        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-        i00, i01, i10, i11 = ey2 * inv, -ex2 * inv, -ey1 * inv, ex1 * inv
-        f1, f2, r0 = self._ref_e1, self._ref_e2, self._ref_v0
-        m00 = f1[:, 0] * i00 + f2[:, 0] * i10
-        m01 = f1[:, 0] * i01 + f2[:, 0] * i11
-        m10 = f1[:, 1] * i00 + f2[:, 1] * i10
-        m11 = f1[:, 1] * i01 + f2[:, 1] * i11
-        t0 = r0[:, 0] - m00 * d0[:, 0] - m01 * d0[:, 1]
-        t1 = r0[:, 1] - m10 * d0[:, 0] - m11 * d0[:, 1]
-        back = -disp[T].mean(axis=1)
-        Q = np.stack([np.where(ok, m00, 1.0), np.where(ok, m01, 0.0), np.where(ok, t0, back[:, 0]),
-                      np.where(ok, m10, 0.0), np.where(ok, m11, 1.0), np.where(ok, t1, back[:, 1])], axis=1)
-        Qf = np.concatenate([np.array([[1, 0, 0, 0, 1, 0]], np.float32), Q.astype(np.float32)])
-        X, Y = self._gx[idx], self._gy[idx]
-        px, py = self._walk(X, Y, X - dx[idx], Y - dy[idx], Qf)
-        fdx = np.zeros(h * w, np.float32)
-        fdy = np.zeros(h * w, np.float32)
-        fdx[idx] = X - px
-        fdy[idx] = Y - py
-        fdx, fdy = fdx.reshape(h, w), fdy.reshape(h, w)
+        P = Vd[T]  # [tris, 3, 2]
+        d0, e1, e2 = P[:, 0], P[:, 1] - P[:, 0], P[:, 2] - P[:, 0]
+        det = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
+        vm = np.abs(disp).max(axis=1) > 1e-3
+        # Collapsed triangles (a lip strip sealed shut) contain no output pixel: left out.
+        sel = np.flatnonzero((vm[T[:, 0]] | vm[T[:, 1]] | vm[T[:, 2]])
+                             & (np.abs(det) > np.maximum(1e-3, 0.05 * self._ref_det)))
+        d0, e1, e2, inv, P = d0[sel], e1[sel], e2[sel], 1.0 / det[sel], P[sel]
+        # Barycentric (b1, b2) of a point x in the deformed triangle: A (x - d0), A = inv([e1, e2]); the
+        # reference point is r0 + f1 b1 + f2 b2, so reference = M x + t with M = [f1, f2] A, t = r0 - M d0.
+        a00, a01, a10, a11 = e2[:, 1] * inv, -e2[:, 0] * inv, -e1[:, 1] * inv, e1[:, 0] * inv
+        f1, f2, r0 = self._ref_e1[sel], self._ref_e2[sel], self._ref_v0[sel]
+        m00 = f1[:, 0] * a00 + f2[:, 0] * a10
+        m01 = f1[:, 0] * a01 + f2[:, 0] * a11
+        m10 = f1[:, 1] * a00 + f2[:, 1] * a10
+        m11 = f1[:, 1] * a01 + f2[:, 1] * a11
+        C = np.stack([m00, m01, r0[:, 0] - m00 * d0[:, 0] - m01 * d0[:, 1],
+                      m10, m11, r0[:, 1] - m10 * d0[:, 0] - m11 * d0[:, 1],
+                      a00, a01, -a00 * d0[:, 0] - a01 * d0[:, 1],
+                      a10, a11, -a10 * d0[:, 0] - a11 * d0[:, 1]]).astype(np.float32)
+        lo = np.minimum(np.minimum(P[:, 0], P[:, 1]), P[:, 2])
+        hi = np.maximum(np.maximum(P[:, 0], P[:, 1]), P[:, 2])
+        h, w = self._roi_shape
+        k = self._k
+        fd = np.zeros((2, h * w), np.float32)  # output minus reference position on the grid
+        flat, qx, qy = _cover(C, lo, hi, k, (*self._grid_origin, w, h))
+        fd[0, flat] = self._gx[flat] - qx
+        fd[1, flat] = self._gy[flat] - qy
+        fdx, fdy = fd[0].reshape(h, w), fd[1].reshape(h, w)
         ox0, oy0, ox1, oy1 = self._roi_out
         if k != 1:
             size_out = (ox1 - ox0, oy1 - oy0)
@@ -593,20 +502,14 @@ class PhotoRig:
         mapx = self._ogx - fdx
         mapy = self._ogy - fdy
         if k != 1:
-            # The lips: the map jumps across the mouth opening, so walk there at full resolution.
             lp = np.concatenate([Vd[self._lips], self._V0[self._lips]])
             bx0, by0 = np.maximum(np.floor(lp.min(axis=0)).astype(int) - 3, (ox0, oy0))
             bx1, by1 = np.minimum(np.ceil(lp.max(axis=0)).astype(int) + 4, (ox1, oy1))
             if bx1 > bx0 and by1 > by0:
-                fy, fx = np.mgrid[by0:by1, bx0:bx1].astype(np.float32)
-                fx, fy = fx.ravel(), fy.ravel()
-                vv, bb = self._bary(fx, fy)
-                ddx = bb[:, 0] * dxv[vv[:, 0]] + bb[:, 1] * dxv[vv[:, 1]] + bb[:, 2] * dxv[vv[:, 2]]
-                ddy = bb[:, 0] * dyv[vv[:, 0]] + bb[:, 1] * dyv[vv[:, 1]] + bb[:, 2] * dyv[vv[:, 2]]
-                qx, qy = self._walk(fx, fy, fx - ddx, fy - ddy, Qf)
-                shape = (by1 - by0, bx1 - bx0)
-                mapx[by0 - oy0:by1 - oy0, bx0 - ox0:bx1 - ox0] = qx.reshape(shape)
-                mapy[by0 - oy0:by1 - oy0, bx0 - ox0:bx1 - ox0] = qy.reshape(shape)
+                flat, qx, qy = _cover(C, lo, hi, 1, (bx0, by0, bx1 - bx0, by1 - by0))
+                rows, cols = flat // (bx1 - bx0) + (by0 - oy0), flat % (bx1 - bx0) + (bx0 - ox0)
+                mapx[rows, cols] = qx
+                mapy[rows, cols] = qy
         out[oy0:oy1, ox0:ox1] = cv2.remap(self.reference, mapx, mapy, cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE)
 
@@ -753,6 +656,45 @@ class PhotoRig:
         res = roi * (1 - mm) + lid * mm
         res = res * (1 - la) + self._lash_col * la
         out[y0:y1, x0:x1] = np.clip(res + 0.5, 0, 255).astype(np.uint8)
+
+
+def _cover(C: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: float,
+           box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rasterise triangles on a grid and map the points each covers to the reference.
+
+    ``C`` ``[12, n]`` per triangle: the output -> reference affine (rows 0-5: x' = c0 x + c1 y + c2,
+    y' = c3 x + c4 y + c5) and the output -> barycentric b1, b2 (rows 6-8, 9-11); ``lo``, ``hi`` ``[n, 2]``
+    the triangles' bounding boxes in output pixels. The grid is ``box = (i0, j0, width, height)`` in grid
+    units, grid point (i, j) sitting at output pixel ``k * (i + 0.5) - 0.5``. Every grid point in a triangle's
+    box is tested against that triangle. Returns the covered points' flat indices in the box (row-major)
+    and their reference positions ``qx``, ``qy``; a point on a shared edge may come twice (the same
+    position either way)."""
+    i0, j0, gw, gh = box
+    lo_i = np.ceil((lo + 0.5) / k - 0.5).astype(np.int32) - (i0, j0)
+    hi_i = np.floor((hi + 0.5) / k - 0.5).astype(np.int32) - (i0, j0)
+    np.maximum(lo_i, 0, out=lo_i)
+    np.minimum(hi_i, (gw - 1, gh - 1), out=hi_i)
+    n = hi_i - lo_i + 1
+    keep = np.flatnonzero((n[:, 0] > 0) & (n[:, 1] > 0))
+    C, lo_i, n = C[:, keep], lo_i[keep], n[keep]
+    # one run of n_x points per (triangle, row of its box); one point per (run, column)
+    run_tri = np.repeat(np.arange(len(n)), n[:, 1])
+    run_start = np.cumsum(n[:, 1]) - n[:, 1]
+    run_y = lo_i[run_tri, 1] + (np.arange(len(run_tri)) - run_start[run_tri])
+    run_len = n[run_tri, 0]
+    pt_run = np.repeat(np.arange(len(run_tri)), run_len)
+    pt_start = np.cumsum(run_len) - run_len
+    ix = lo_i[run_tri[pt_run], 0] + (np.arange(len(pt_run)) - pt_start[pt_run])
+    iy = run_y[pt_run]
+    x = (k * (ix + i0) + (0.5 * k - 0.5)).astype(np.float32)
+    y = (k * (iy + j0) + (0.5 * k - 0.5)).astype(np.float32)
+    c = np.repeat(C, n[:, 0] * n[:, 1], axis=1)
+    b1 = c[6] * x + c[7] * y + c[8]
+    b2 = c[9] * x + c[10] * y + c[11]
+    inside = np.flatnonzero((b1 >= -1e-4) & (b2 >= -1e-4) & (b1 + b2 <= 1 + 1e-4))
+    qx = c[0] * x + c[1] * y + c[2]
+    qy = c[3] * x + c[4] * y + c[5]
+    return (iy * gw + ix)[inside], qx[inside], qy[inside]
 
 
 def origin_out(size: int) -> tuple[float, float]:
