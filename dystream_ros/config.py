@@ -306,7 +306,13 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Generator training recipe used by the helpers in ``dystream_ros.model.training``."""
+    """Generator training recipe used by the helpers in ``dystream_ros.model.training``.
+
+    ``voice_warp`` and ``voice_gain_db`` augment the training audio per window and channel (speaker
+    variation, ``dystream_ros.train.generator.augment_mels``): the spectrum's frequency axis scaled by a
+    factor drawn from ``[1 - voice_warp, 1 + voice_warp]`` (a vocal-tract-length warp) and a gain drawn
+    from ``[-voice_gain_db, voice_gain_db]`` dB; 0 (the default) leaves the audio as it is.
+    """
 
     drop_speaker: float = 0.1
     drop_listener: float = 0.1
@@ -314,6 +320,8 @@ class TrainConfig:
     history_noise_p: float = 0.5
     history_noise_max: float = 0.5
     anchor_last: int = 10
+    voice_warp: float = 0.0
+    voice_gain_db: float = 0.0
 
     def __post_init__(self) -> None:
         for n in ("drop_speaker", "drop_listener", "drop_anchor", "history_noise_p", "history_noise_max"):
@@ -324,6 +332,10 @@ class TrainConfig:
                 f"must be in [0, 1], got {v!r}",
             )
         _pos_int(self, "anchor_last")
+        _check(isinstance(self.voice_warp, (int, float)) and 0.0 <= self.voice_warp <= 0.3,
+               "TrainConfig.voice_warp", f"must be in [0, 0.3], got {self.voice_warp!r}")
+        _check(isinstance(self.voice_gain_db, (int, float)) and 0.0 <= self.voice_gain_db <= 20.0,
+               "TrainConfig.voice_gain_db", f"must be in [0, 20], got {self.voice_gain_db!r}")
 
 
 @dataclass(frozen=True)

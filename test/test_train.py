@@ -480,3 +480,50 @@ def test_synth_weight_trains_the_synthesis_branch_under_a_saturated_blend():
     on, parts_on = rgb_grad(1.0)
     assert "synth" not in parts_off and parts_on["synth"] > 0
     assert off < 1e-6 < on
+
+
+def test_voice_augmentation_warps_the_spectrum_and_scales_the_gain():
+    """``augment_mels``: off is the identity; the gain adds its drawn dB to every bin above the floor and
+    leaves silence at the floor; the warp moves a tone's peak to the filter of ``f * alpha``; both draws
+    per window and channel, from the training loop's generator."""
+    from dystream_ros.config import AudioConfig, TrainConfig
+    from dystream_ros.model.audio import LogMel, hz_to_mel, mel_centres
+    from dystream_ros.train.generator import augment_mels
+
+    cfg = AudioConfig()
+    t = np.arange(cfg.sample_rate // 2) / cfg.sample_rate
+    wave = np.stack([0.3 * np.sin(2 * np.pi * 1000.0 * t), np.zeros_like(t)]).astype(np.float32)
+    with torch.no_grad():
+        mel = LogMel(cfg)(torch.from_numpy(wave)).numpy()  # (2, n_mels, M): a 1 kHz tone, silence
+    mels = np.stack([mel] * 4)  # 4 windows x (tone, silence)
+    floor = np.log(LogMel.FLOOR) * LogMel.SCALE + LogMel.OFFSET
+
+    assert augment_mels(mels, np.random.default_rng(0), cfg, 0.0, 0.0) is mels
+    out = augment_mels(mels, np.random.default_rng(5), cfg, 0.0, 6.0)
+    gain = np.random.default_rng(5).uniform(-6.0, 6.0, size=(8, 1, 1)).reshape(4, 2)
+    loud = mels[:, 0] > floor + 2.0
+    for w in range(4):
+        shift = (out[w, 0] - mels[w, 0])[loud[w]]
+        np.testing.assert_allclose(shift, LogMel.SCALE * np.log(10.0) * gain[w, 0] / 10.0, atol=1e-3)
+    np.testing.assert_allclose(out[:, 1], floor, atol=1e-4)
+    assert abs(gain[:, 0]).max() > 1.0  # the draws did move it
+
+    out = augment_mels(mels, np.random.default_rng(7), cfg, 0.2, 0.0)
+    alpha = np.random.default_rng(7).uniform(0.8, 1.2, size=8).reshape(4, 2)
+    centres = hz_to_mel(mel_centres(cfg.n_mels, cfg.fmin, cfg.fmax))
+    spacing = centres[1] - centres[0]
+    peak = centres[out[:, 0].mean(axis=-1).argmax(axis=-1)]
+    assert np.all(np.abs(peak - hz_to_mel(1000.0 * alpha[:, 0])) <= spacing)
+    assert np.ptp(peak) > spacing  # the windows drew different warps
+    np.testing.assert_allclose(out[:, 1], floor, atol=1e-4)
+    with pytest.raises(ValueError, match="voice_warp"):
+        TrainConfig(voice_warp=0.5)
+
+
+def test_the_training_recipe_is_recorded_in_the_exported_config(workdir, latents, tmp_path):
+    """--voice-augment and --history-noise land in the exported file's ``train`` section."""
+    recipe = ("--voice-augment", "0.1", "3", "--history-noise", "0.7", "0.4")
+    assert _gen(workdir, tmp_path / "gen", 2, *recipe) == 0
+    train = load_checkpoint(tmp_path / "gen" / "model.safetensors", render=False).cfg.train
+    assert (train.voice_warp, train.voice_gain_db) == (0.1, 3.0)
+    assert (train.history_noise_p, train.history_noise_max) == (0.7, 0.4)

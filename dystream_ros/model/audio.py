@@ -20,18 +20,34 @@ from torch import nn
 
 from dystream_ros.config import AudioConfig
 
-__all__ = ["AudioEncoder", "LogMel", "frame_windows", "mel_filterbank"]
+__all__ = [
+    "AudioEncoder",
+    "LogMel",
+    "frame_windows",
+    "hz_to_mel",
+    "mel_centres",
+    "mel_filterbank",
+    "mel_to_hz",
+]
+
+
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    """HTK mel of a frequency in Hz."""
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
+    """Frequency in Hz of an HTK mel value."""
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_centres(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Centre frequencies (Hz) of the :func:`mel_filterbank` filters: (n_mels,)."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))[1:-1]
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, fmin: float, fmax: float) -> np.ndarray:
     """Triangular HTK-mel filters, area-normalised: (n_mels, n_fft // 2 + 1) float32."""
-
-    def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
-        return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-    def mel_to_hz(m: np.ndarray) -> np.ndarray:
-        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-
     freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
     edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
@@ -46,8 +62,11 @@ class LogMel(nn.Module):
     """Waveform (N, S) -> log-mel (N, n_mels, M) with M = (S - win) // hop + 1, no padding.
 
     The STFT is a strided conv1d with a fixed windowed DFT basis, so it runs and exports (ONNX) like
-    any other conv and mel frame ``j`` covers samples ``[j*hop, j*hop + win)`` exactly.
+    any other conv and mel frame ``j`` covers samples ``[j*hop, j*hop + win)`` exactly. The output is
+    ``log(mel + FLOOR) * SCALE + OFFSET`` (a fixed affine: roughly zero-mean, unit-scale for speech).
     """
+
+    FLOOR, SCALE, OFFSET = 1e-6, 0.25, 2.0
 
     def __init__(self, cfg: AudioConfig) -> None:
         super().__init__()
@@ -70,7 +89,7 @@ class LogMel(nn.Module):
         re, im = spec[:, : self.n_bins], spec[:, self.n_bins :]
         power = re * re + im * im
         mel = torch.matmul(self.fb, power)  # (N, n_mels, M)
-        return torch.log(mel + 1e-6) * 0.25 + 2.0  # fixed affine: roughly zero-mean, unit-scale for speech
+        return torch.log(mel + self.FLOOR) * self.SCALE + self.OFFSET
 
 
 class ChannelNorm(nn.Module):

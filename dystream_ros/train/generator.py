@@ -20,6 +20,7 @@ audio encoder, generator and head) in the format ``load_pipeline`` loads.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -28,7 +29,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dystream_ros.model.audio import AudioEncoder
+from dystream_ros.config import AudioConfig
+from dystream_ros.model.audio import AudioEncoder, LogMel, hz_to_mel, mel_centres
 from dystream_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from dystream_ros.model.dystream import DyStreamModel
 from dystream_ros.model.training import flow_matching_loss
@@ -49,6 +51,7 @@ from dystream_ros.train.latents import LatentSet, fit_head_basis, motion_fingerp
 __all__ = [
     "ANCHORS",
     "GenLoss",
+    "augment_mels",
     "encode_mels",
     "export_articulation_model",
     "export_model",
@@ -108,9 +111,35 @@ def sample_windows(
 
 
 def _window_mels(a: dict) -> int:
-    from dystream_ros.config import AudioConfig
-
     return AudioConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}).window_mels
+
+
+def augment_mels(mels: np.ndarray, rng: np.random.Generator, audio: AudioConfig, warp: float,
+                 gain_db: float) -> np.ndarray:
+    """Speaker variation for log-mel windows (B, 2, n_mels, M), drawn per window and channel: a
+    vocal-tract-length warp (the spectrum's frequency axis scaled by ``alpha ~ U[1 - warp, 1 + warp]``, so
+    the filter at f takes the energy the voice had at ``f / alpha``; bins past the band take the edge
+    filter's) and a gain ``~ U[-gain_db, gain_db]`` dB. Works on the filter energies (the inverse of
+    :class:`LogMel`'s log), so silence stays at the floor. Returns float32, the input's shape."""
+    b, ch, nm, m = mels.shape
+    if warp <= 0 and gain_db <= 0:
+        return mels
+    e = np.maximum(np.exp((mels.astype(np.float64) - LogMel.OFFSET) / LogMel.SCALE) - LogMel.FLOOR, 0.0)
+    e = e.reshape(b * ch, nm, m)
+    if warp > 0:
+        alpha = rng.uniform(1.0 - warp, 1.0 + warp, size=b * ch)
+        lo, hi = hz_to_mel(audio.fmin), hz_to_mel(audio.fmax)
+        # fractional filter index of f / alpha (filter j is centred at lo + (j + 1) (hi - lo) / (n + 1))
+        pos = (hz_to_mel(mel_centres(nm, audio.fmin, audio.fmax)[None] / alpha[:, None]) - lo)
+        pos = np.clip(pos / ((hi - lo) / (nm + 1)) - 1.0, 0.0, nm - 1.0)
+        i0 = np.minimum(np.floor(pos).astype(np.int64), nm - 2)
+        w = (pos - i0)[:, :, None]
+        rows = np.arange(b * ch)[:, None]
+        e = e[rows, i0] * (1.0 - w) + e[rows, i0 + 1] * w
+    if gain_db > 0:
+        e = e * 10.0 ** (rng.uniform(-gain_db, gain_db, size=(b * ch, 1, 1)) / 10.0)
+    out = np.log(e + LogMel.FLOOR) * LogMel.SCALE + LogMel.OFFSET
+    return out.reshape(b, ch, nm, m).astype(np.float32)
 
 
 class GenLoss(nn.Module):
@@ -157,9 +186,11 @@ def export_model(
     extra: dict | None = None,
     sampler: dict | None = None,
     head_basis: np.ndarray | None = None,
+    train: dict | None = None,
 ) -> Path:
     """Full pipeline checkpoint: the autoencoder file's weights + ``trainable_state`` (EMA weights)
-    (+ the latent's head-pose directions, see :func:`dystream_ros.train.latents.fit_head_basis`)."""
+    (+ the latent's head-pose directions, see :func:`dystream_ros.train.latents.fit_head_basis`);
+    ``sampler`` and ``train`` replace fields of the file's config (the training recipe used)."""
     model = load_checkpoint(autoencoder, render=True)
     if fingerprint is not None and motion_fingerprint(model) != fingerprint:
         raise ValueError(
@@ -171,6 +202,8 @@ def export_model(
         model.head_basis.copy_(torch.as_tensor(head_basis, dtype=torch.float32))
     if sampler:
         model.cfg = model.cfg.replace(sampler=sampler)
+    if train:
+        model.cfg = model.cfg.replace(train=train)
     meta = {"stage": "full"}
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     return save_checkpoint(model, path, extra=meta)
@@ -277,6 +310,10 @@ def train_generator(args) -> int:
         if args.history_noise is not None:  # the recipe's noisy history (TrainConfig validates the values)
             p_hit, p_max = args.history_noise
             model.cfg = model.cfg.replace(train={"history_noise_p": p_hit, "history_noise_max": p_max})
+        if args.voice_augment is not None:  # recorded in the exported config like the noisy history
+            warp, gain_db = args.voice_augment
+            model.cfg = model.cfg.replace(train={"voice_warp": warp, "voice_gain_db": gain_db})
+        tcfg = model.cfg.train
         for p in model.autoencoder.parameters():
             p.requires_grad_(False)
         trainable = _trainable(model)
@@ -336,6 +373,7 @@ def train_generator(args) -> int:
                 extra={"step": step_, "seed": args.seed},
                 sampler=sampler,
                 head_basis=head_basis,
+                train=dataclasses.asdict(model.cfg.train),
             )
 
         if args.export_only:
@@ -363,7 +401,9 @@ def train_generator(args) -> int:
         acc: dict[str, float] = {}
         while step < args.steps:
             rng = np.random.default_rng([args.seed, info.rank, step])
-            windows = sample_windows(data, rng, args.batch, args.frames, args.start_fraction)
+            mels, motion, refs = sample_windows(data, rng, args.batch, args.frames, args.start_fraction)
+            mels = augment_mels(mels, rng, model.cfg.audio, tcfg.voice_warp, tcfg.voice_gain_db)
+            windows = (mels, motion, refs)
             g = torch.Generator(device=info.device).manual_seed(int(rng.integers(2**62)))
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(step, args.lr, args.warmup, args.steps)
@@ -447,6 +487,15 @@ def add_arguments(p) -> None:
         metavar=("P", "MAX"),
         help="noisy history: the share of history frames corrupted and the largest noise strength "
         "(default: the profile's TrainConfig, 0.5 0.5)",
+    )
+    p.add_argument(
+        "--voice-augment",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("WARP", "GAIN_DB"),
+        help="speaker variation of the training audio, per window and channel: a frequency-axis warp of "
+        "up to +-WARP (e.g. 0.15) and a gain of up to +-GAIN_DB dB (default: the profile's TrainConfig, off)",
     )
     p.add_argument(
         "--anchor",
