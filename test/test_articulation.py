@@ -370,6 +370,35 @@ def test_evaluate_articulation_runs_the_reader(work, tmp_path):
     assert r["per_conversation"][0]["face_found"] > 0.9  # the reader finds the rendered face
 
 
+def test_evaluate_with_several_sampler_seeds(work, tmp_path):
+    """``train evaluate --seeds 2``: one evaluation per seed (each its own eval.json, seeded as asked) and
+    seeds.json with each seed's headline figures and their mean."""
+    import json
+
+    ck = work / "gen" / "model.safetensors"
+    assert cli(["train", "evaluate", "--data", str(work / "heldout"), "--checkpoint", str(ck), "--out",
+                str(tmp_path), "--conversations", "1", "--backend", "torch", "--seed", "3",
+                "--seeds", "2"]) == 0  # fmt: skip
+    runs = {sd: json.loads((tmp_path / f"seed_{sd}" / "eval.json").read_text()) for sd in (3, 4)}
+    assert [r["seed"] for r in runs.values()] == [3, 4]
+    rep = json.loads((tmp_path / "seeds.json").read_text())
+    assert rep["seeds"] == [3, 4]
+    ratio = [r["pooled"]["listen_vs_silence"] for r in runs.values()]
+    assert [rep["per_seed"][str(sd)]["listen_vs_silence_pooled"] for sd in (3, 4)] == ratio
+    assert ratio[0] != ratio[1]  # the sampler's seed moves it
+    over = rep["over_seeds"]["listen_vs_silence_pooled"]
+    assert over == pytest.approx({"mean": np.mean(ratio), "min": min(ratio), "max": max(ratio)})
+    # a figure a 6-s conversation cannot give (the mouth's band-passed correlation) is None, not 0
+    mouth = [r["summary"]["gt_mouth_correlation_best"]["mean"] for r in runs.values()]
+    assert [rep["per_seed"][str(sd)]["mouth_correlation_mean"] for sd in (3, 4)] == mouth
+    known = [m for m in mouth if m is not None]
+    got = rep["over_seeds"]["mouth_correlation_mean"]
+    assert got is None if not known else got["mean"] == pytest.approx(np.mean(known))
+    with pytest.raises(SystemExit, match="--seeds must be at least 1"):
+        cli(["train", "evaluate", "--data", str(work / "heldout"), "--checkpoint", str(ck), "--out",
+             str(tmp_path / "x"), "--seeds", "0"])  # fmt: skip
+
+
 def test_readout_command_fits_the_latent_model(work, tmp_path):
     """``train readout`` on an extracted latent set: side file next to the checkpoint, scores on the
     held-out set, a refusal for latents of another motion encoder."""

@@ -343,7 +343,14 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output directory (eval.json, frames.png)")
     p.add_argument("--conversations", type=int, default=10)
     p.add_argument("--max-frames", type=int, default=None, help="evaluate only the first N frames of each")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="evaluate with N sampler seeds (SEED .. SEED+N-1), each into OUT/seed_K/, and write their "
+        "headline figures with the mean to OUT/seeds.json (the listening ratio moves with the seed)",
+    )
     p.add_argument("--backend", default="auto")
     p.add_argument("--no-ground-truth", action="store_true", help="skip the ground-truth-render reference")
     p.add_argument("--threads", type=int, default=0)
@@ -356,29 +363,73 @@ def add_arguments(p) -> None:
     p.add_argument("--readout", default=None, help="read-out side file (default: next to the checkpoint)")
 
 
+#: The headline figures :func:`evaluate_seeds` collects from each seed's eval.json: name -> path of keys.
+HEADLINES = {
+    "mouth_correlation_mean": ("summary", "gt_mouth_correlation_best", "mean"),
+    "mouth_correlation_pooled": ("pooled", "gt_mouth", "correlation"),
+    "mouth_offset_min": ("summary", "gt_mouth_offset", "min"),
+    "mouth_offset_max": ("summary", "gt_mouth_offset", "max"),
+    "listen_vs_silence_pooled": ("pooled", "listen_vs_silence"),
+    "listen_vs_silence_mean": ("summary", "listen_vs_silence", "mean"),
+}
+
+
+def _evaluate_one(args, ck, out: Path, seed: int, ground_truth: bool) -> dict[str, Any]:
+    from dystream_ros.model.checkpoint import read_config
+
+    if args.articulation or read_config(ck).motion == "articulation":
+        return evaluate_articulation(args.checkpoint, args.data, out, args.conversations, seed,
+                                     args.readout, args.backend, args.max_frames)
+    return evaluate_checkpoint(args.checkpoint, args.data, out, args.conversations, seed, ground_truth,
+                               args.backend, args.max_frames)
+
+
+def evaluate_seeds(results: dict[int, dict[str, Any]], out: Path) -> dict[str, Any]:
+    """The :data:`HEADLINES` of each seed's result and their mean, min and max; written to
+    ``out/seeds.json``."""
+    def get(r, path):
+        for k in path:
+            r = None if r is None else r.get(k)
+        return r
+
+    per = {str(sd): {name: get(r, path) for name, path in HEADLINES.items()} for sd, r in results.items()}
+    stats = {}
+    for name in HEADLINES:
+        v = [x[name] for x in per.values() if x[name] is not None]
+        stats[name] = None if not v else {"mean": float(np.mean(v)), "min": float(np.min(v)),
+                                          "max": float(np.max(v))}
+    report = {"seeds": [int(s) for s in results], "per_seed": per, "over_seeds": stats}
+    (out / "seeds.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
 def evaluate_main(args) -> int:
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    from dystream_ros.model.checkpoint import read_config
     from dystream_ros.runtime.session import default_checkpoint_path
 
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
     ck = args.checkpoint if args.checkpoint is not None else default_checkpoint_path("lite")
-    if args.articulation or read_config(ck).motion == "articulation":
-        r = evaluate_articulation(args.checkpoint, args.data, args.out, args.conversations, args.seed,
-                                  args.readout, args.backend, args.max_frames)
+    out = Path(args.out)
+    if args.seeds == 1:
+        r = _evaluate_one(args, ck, out, args.seed, not args.no_ground_truth)
     else:
-        r = evaluate_checkpoint(
-            args.checkpoint,
-            args.data,
-            args.out,
-            args.conversations,
-            args.seed,
-            not args.no_ground_truth,
-            args.backend,
-            args.max_frames,
-        )
+        runs = {}
+        for k in range(args.seeds):  # the ground-truth renders do not depend on the seed: once
+            sd = args.seed + k
+            runs[sd] = _evaluate_one(args, ck, out / f"seed_{sd}", sd, not args.no_ground_truth and k == 0)
+        o = evaluate_seeds(runs, out)["over_seeds"]
+
+        def span(x, spec):
+            return "n/a" if x is None else f"{x['mean']:{spec}} ({x['min']:{spec}}-{x['max']:{spec}})"
+
+        print(f"over {args.seeds} seeds: mouth correlation {span(o['mouth_correlation_mean'], '.3f')}, "
+              f"listening / silence {span(o['listen_vs_silence_pooled'], '.2f')} (pooled) "
+              f"-> {out / 'seeds.json'}")
+        r, out = runs[args.seed], out / f"seed_{args.seed}"  # the first seed's figures below
     s, p = r["summary"], r["pooled"]
 
     def f(x, spec=".3f"):
@@ -401,5 +452,5 @@ def evaluate_main(args) -> int:
             f"ground-truth renders: correlation {f(g['gt_mouth']['correlation'])} at "
             f"{f(g['gt_mouth']['offset_frames'], '+d')}, listening/silence {f(g['listen_vs_silence'], '.2f')}"
         )
-    print(f"-> {Path(args.out) / 'eval.json'}")
+    print(f"-> {out / 'eval.json'}")
     return 0
