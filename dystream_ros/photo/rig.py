@@ -317,8 +317,8 @@ class PhotoRig:
         # Reference triangles as an origin and two edges (for the deformed -> reference affine per frame).
         self._ref_v0 = V2[T[:, 0]]
         self._ref_e1 = V2[T[:, 1]] - V2[T[:, 0]]
-        self._ref_e2 = f2 = V2[T[:, 2]] - V2[T[:, 0]]
-        f1 = self._ref_e1
+        self._ref_e2 = V2[T[:, 2]] - V2[T[:, 0]]
+        f1, f2 = self._ref_e1, self._ref_e2
         self._ref_det = np.abs(f1[:, 0] * f2[:, 1] - f2[:, 0] * f1[:, 1])
 
         # The coarse map grid (at most MAP_MAX square), pixel centres in output coordinates.
@@ -443,10 +443,10 @@ class PhotoRig:
         ``POSE_LIMITS``)."""
         a = self.clamp(articulation)
         disp = self._displacement(a)
+        V = self._V0 + disp
         out = self.reference.copy()
         if np.abs(disp).max() > 1e-3:
-            self._warp(disp, out)
-        V = self._V0 + disp
+            self._warp(V, disp, out)
         self._paint_mouth(V, out)
         if self._own_teeth:
             self._paint_seam(V, out)
@@ -457,13 +457,13 @@ class PhotoRig:
         return out
 
     # ---- warp ---------------------------------------------------------------------------------------------
-    def _warp(self, disp: np.ndarray, out: np.ndarray) -> None:
-        """Warp the reference into ``out`` by the vertex displacements ``disp`` ``[V, 2]``: every triangle
+    def _warp(self, Vd: np.ndarray, disp: np.ndarray, out: np.ndarray) -> None:
+        """Warp the reference into ``out`` by the vertex displacements ``disp`` ``[V, 2]`` (``Vd``: the moved
+        vertices, reference + ``disp``): every triangle
         moves affinely, so each output pixel a moved triangle covers samples the reference through that
         triangle's inverse affine (:func:`_cover`); pixels no moved triangle covers keep the reference's own.
         The map is found on the coarse grid and upsampled, then again at full resolution round the lips,
         where it jumps across the mouth opening."""
-        Vd = self._V0 + disp
         T = self._tris
         P = Vd[T]  # [tris, 3, 2]
         d0, e1, e2 = P[:, 0], P[:, 1] - P[:, 0], P[:, 2] - P[:, 0]

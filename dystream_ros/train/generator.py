@@ -128,10 +128,9 @@ def augment_mels(mels: np.ndarray, rng: np.random.Generator, audio: AudioConfig,
     e = e.reshape(b * ch, nm, m)
     if warp > 0:
         alpha = rng.uniform(1.0 - warp, 1.0 + warp, size=b * ch)
-        lo, hi = hz_to_mel(audio.fmin), hz_to_mel(audio.fmax)
-        # fractional filter index of f / alpha (filter j is centred at lo + (j + 1) (hi - lo) / (n + 1))
-        pos = (hz_to_mel(mel_centres(nm, audio.fmin, audio.fmax)[None] / alpha[:, None]) - lo)
-        pos = np.clip(pos / ((hi - lo) / (nm + 1)) - 1.0, 0.0, nm - 1.0)
+        centres = mel_centres(nm, audio.fmin, audio.fmax)
+        # fractional filter index of f / alpha for each filter's centre f (clamped to the band's edges)
+        pos = np.interp(hz_to_mel(centres[None] / alpha[:, None]), hz_to_mel(centres), np.arange(nm))
         i0 = np.minimum(np.floor(pos).astype(np.int64), nm - 2)
         w = (pos - i0)[:, :, None]
         rows = np.arange(b * ch)[:, None]
