@@ -134,6 +134,7 @@ _MODULE_SOURCES = {
     "launch": "launch", "launch_ros": "launch_ros", "lifecycle_msgs": "lifecycle_msgs",
     "safetensors": "pip:safetensors", "onnxruntime": "pip:onnxruntime", "rosbags": "pip:rosbags",
     "av": "pip:av", "sounddevice": "pip:sounddevice", "transformers": "pip:transformers",
+    "numba": "pip:numba",
     # installed by their own commands (README checklist): torch (the robot's build), mediapipe (--no-deps);
     # audio_common_msgs is optional (audio_msg_type, the mic's second output), used only when installed
     "torch": "torch", "mediapipe": "separate", "audio_common_msgs": "separate",

@@ -196,41 +196,47 @@ def test_blinks_paint_the_eye_closed(rig):
 
 
 def test_the_warp_covers_each_triangle_exactly_and_inverts_its_affine():
-    """The backward map's rasteriser: every grid point inside a triangle is returned and no point outside
-    any, each mapped through its triangle's output -> reference affine; on the full and a coarse grid."""
-    from dystream_ros.photo.rig import _cover
+    """The backward map's rasteriser: every grid point inside a moved triangle gets that triangle's output ->
+    reference affine image and no point outside any is touched, on the full and a coarse grid; a triangle
+    with no moved vertex is left out."""
+    from dystream_ros.photo.rig import _rasterise
 
-    tri = np.array([[[10.3, 12.1], [40.7, 18.4], [22.2, 44.9]], [[40.7, 18.4], [55.0, 50.5], [22.2, 44.9]]])
-    A = np.array([[[1.1, 0.1], [-0.05, 0.9]], [[0.95, -0.2], [0.1, 1.05]]])  # output -> reference, per tri
-    off = np.array([[1.5, -2.0], [-3.0, 0.5]])
-    to_bary = [np.linalg.inv(np.stack([t[1] - t[0], t[2] - t[0]], 1)) for t in tri]  # (b1, b2) = T (x - t0)
-    C = np.array([[*A[t, 0], off[t, 0], *A[t, 1], off[t, 1],
-                   *to_bary[t][0], -to_bary[t][0] @ tri[t, 0], *to_bary[t][1], -to_bary[t][1] @ tri[t, 0]]
-                  for t in range(2)]).T.astype(np.float32)
+    Vd = np.array([[10.3, 12.1], [40.7, 18.4], [22.2, 44.9], [55.0, 50.5], [5.0, 60.0], [60.0, 5.0],
+                   [60.0, 60.0]])
+    V0 = Vd + np.array([[1.0, -2.0], [0.5, 1.5], [-1.0, 0.0], [2.0, 1.0], [0, 0], [0, 0], [0, 0]])
+    # triangle 2 has no moved vertex (it overlaps triangle 1, whose affine must win there)
+    tris = np.array([[0, 1, 2], [1, 3, 2], [4, 5, 6]], np.int32)
+    moved = np.array([True, True, True, True, False, False, False])
+    f1, f2 = V0[tris[:, 1]] - V0[tris[:, 0]], V0[tris[:, 2]] - V0[tris[:, 0]]
+    min_det = np.maximum(1e-3, 0.05 * np.abs(f1[:, 0] * f2[:, 1] - f2[:, 0] * f1[:, 1]))
+
+    def affine(t):  # output -> reference of triangle t, solved from its three vertex pairs
+        X = np.c_[Vd[tris[t]], np.ones(3)]
+        return np.linalg.solve(X, V0[tris[t]]).T  # (2, 3)
 
     def bary_min(p, t):
-        b = to_bary[t] @ (p - tri[t, 0])
-        return min(b[0], b[1], 1 - b[0] - b[1])
+        a, b, c = Vd[tris[t]]
+        b1, b2 = np.linalg.solve(np.stack([b - a, c - a], 1), p - a)
+        return min(b1, b2, 1 - b1 - b2)
 
-    for k, box in ((1, (0, 0, 64, 64)), (2, (3, 2, 28, 30))):
-        flat, qx, qy = _cover(C, tri.min(axis=1), tri.max(axis=1), k, box)
-        i0, j0, w, h = box
-        got = {}
-        for f, rx, ry in zip(flat, qx, qy, strict=True):
-            got.setdefault(int(f), []).append((rx, ry))
+    for k, (i0, j0, w, h) in ((1.0, (0, 0, 64, 64)), (2.0, (3, 2, 28, 30))):
+        qx = np.full((h, w), -1e6, np.float32)
+        qy = np.full((h, w), -1e6, np.float32)
+        _rasterise(Vd, tris, V0[tris[:, 0]], f1, f2, min_det, moved, k, i0, j0, qx, qy)
         n_inside = 0
-        for f in range(w * h):
-            p = np.array([k * (f % w + i0 + 0.5) - 0.5, k * (f // w + j0 + 0.5) - 0.5])
-            m = [bary_min(p, t) for t in range(2)]
-            if max(m) > 1e-3:  # clearly inside one triangle: returned, through that triangle's affine
-                n_inside += 1
-                t = int(np.argmax(m))
-                assert f in got, (k, p)
-                for q in got[f]:
-                    np.testing.assert_allclose(q, A[t] @ p + off[t], atol=1e-3)
-            elif max(m) < -1e-3:  # clearly outside both
-                assert f not in got, (k, p)
+        for j in range(h):
+            for i in range(w):
+                p = np.array([k * (i + i0 + 0.5) - 0.5, k * (j + j0 + 0.5) - 0.5])
+                m = [bary_min(p, t) for t in range(2)]
+                if max(m) > 1e-3:  # clearly inside one drawn triangle: through that triangle's affine
+                    n_inside += 1
+                    np.testing.assert_allclose((qx[j, i], qy[j, i]), affine(int(np.argmax(m))) @ [*p, 1],
+                                               atol=1e-3)
+                elif max(m) < -1e-3:  # outside both (inside triangle 2 or none): untouched
+                    assert qx[j, i] == -1e6 and qy[j, i] == -1e6, (k, p)
         assert n_inside > 20
+    with pytest.raises(TypeError):  # a compiled signature: wrong dtypes fail loudly
+        _rasterise(Vd.astype(np.float32), tris, V0[tris[:, 0]], f1, f2, min_det, moved, 1.0, 0, 0, qx, qy)
 
 
 def test_head_pose_is_clamped_to_what_a_warp_can_show(rig):

@@ -19,10 +19,10 @@ Built once per reference (:func:`build_rig`, tens of ms):
 
 Per frame (:meth:`PhotoRig.render`, a few ms at 256x256): articulation -> vertex displacements (linear bases,
 the jaw-lip closure product, head pose rotated in 3-D with FaceMesh's depth and clamped to what a 2-D warp can
-show) -> a backward map by rasterising the deformed triangles, each inverted exactly (on a grid of at most
-64x64, upsampled, and at full resolution round the lips) -> one ``cv2.remap`` of the reference -> the mouth
-interior painted where the lips part (dark cavity, upper and lower teeth, tongue tint, lip shadow) -> eyelids
-painted closed over the eye.
+show) -> a backward map by rasterising the deformed triangles (a numba kernel), each inverted exactly (on a
+grid of at most 64x64, upsampled, and at full resolution round the lips) -> one ``cv2.remap`` of the
+reference -> the mouth interior painted where the lips part (dark cavity, upper and lower teeth, tongue tint,
+lip shadow) -> eyelids painted closed over the eye.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 import cv2
+import numba
 import numpy as np
 
 from dystream_ros.data.face import ARTICULATION_FIELDS, NUM_PARAMS, clip_params
@@ -319,7 +320,7 @@ class PhotoRig:
         self._ref_e1 = V2[T[:, 1]] - V2[T[:, 0]]
         self._ref_e2 = V2[T[:, 2]] - V2[T[:, 0]]
         f1, f2 = self._ref_e1, self._ref_e2
-        self._ref_det = np.abs(f1[:, 0] * f2[:, 1] - f2[:, 0] * f1[:, 1])
+        self._min_det = np.maximum(1e-3, 0.05 * np.abs(f1[:, 0] * f2[:, 1] - f2[:, 0] * f1[:, 1]))
 
         # The coarse map grid (at most MAP_MAX square), pixel centres in output coordinates.
         R = min(size, MAP_MAX)
@@ -331,8 +332,8 @@ class PhotoRig:
         x0, y0, x1, y1 = int(lo_xy[0]), int(lo_xy[1]), int(hi_xy[0]), int(hi_xy[1])
         gy, gx = np.mgrid[y0:y1, x0:x1]
         self._grid_origin = (x0, y0)
-        self._gx = (k * (gx.astype(np.float32).ravel() + 0.5) - 0.5).astype(np.float32)
-        self._gy = (k * (gy.astype(np.float32).ravel() + 0.5) - 0.5).astype(np.float32)
+        self._gx = (k * (gx.astype(np.float32) + 0.5) - 0.5).astype(np.float32)  # [h, w]
+        self._gy = (k * (gy.astype(np.float32) + 0.5) - 0.5).astype(np.float32)
         self._roi_shape = (y1 - y0, x1 - x0)
         self._roi_out = (round(x0 * k), round(y0 * k), round(x1 * k), round(y1 * k))
         ox0, oy0, ox1, oy1 = self._roi_out
@@ -459,41 +460,17 @@ class PhotoRig:
     # ---- warp ---------------------------------------------------------------------------------------------
     def _warp(self, Vd: np.ndarray, disp: np.ndarray, out: np.ndarray) -> None:
         """Warp the reference into ``out`` by the vertex displacements ``disp`` ``[V, 2]`` (``Vd``: the moved
-        vertices, reference + ``disp``): every triangle
-        moves affinely, so each output pixel a moved triangle covers samples the reference through that
-        triangle's inverse affine (:func:`_cover`); pixels no moved triangle covers keep the reference's own.
-        The map is found on the coarse grid and upsampled, then again at full resolution round the lips,
-        where it jumps across the mouth opening."""
-        T = self._tris
-        P = Vd[T]  # [tris, 3, 2]
-        d0, e1, e2 = P[:, 0], P[:, 1] - P[:, 0], P[:, 2] - P[:, 0]
-        det = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
-        vm = np.abs(disp).max(axis=1) > 1e-3
-        # Collapsed triangles (a lip strip sealed shut) contain no output pixel: left out.
-        sel = np.flatnonzero((vm[T[:, 0]] | vm[T[:, 1]] | vm[T[:, 2]])
-                             & (np.abs(det) > np.maximum(1e-3, 0.05 * self._ref_det)))
-        d0, e1, e2, inv, P = d0[sel], e1[sel], e2[sel], 1.0 / det[sel], P[sel]
-        # Barycentric (b1, b2) of a point x in the deformed triangle: A (x - d0), A = inv([e1, e2]); the
-        # reference point is r0 + f1 b1 + f2 b2, so reference = M x + t with M = [f1, f2] A, t = r0 - M d0.
-        a00, a01, a10, a11 = e2[:, 1] * inv, -e2[:, 0] * inv, -e1[:, 1] * inv, e1[:, 0] * inv
-        f1, f2, r0 = self._ref_e1[sel], self._ref_e2[sel], self._ref_v0[sel]
-        m00 = f1[:, 0] * a00 + f2[:, 0] * a10
-        m01 = f1[:, 0] * a01 + f2[:, 0] * a11
-        m10 = f1[:, 1] * a00 + f2[:, 1] * a10
-        m11 = f1[:, 1] * a01 + f2[:, 1] * a11
-        C = np.stack([m00, m01, r0[:, 0] - m00 * d0[:, 0] - m01 * d0[:, 1],
-                      m10, m11, r0[:, 1] - m10 * d0[:, 0] - m11 * d0[:, 1],
-                      a00, a01, -a00 * d0[:, 0] - a01 * d0[:, 1],
-                      a10, a11, -a10 * d0[:, 0] - a11 * d0[:, 1]]).astype(np.float32)
-        lo = np.minimum(np.minimum(P[:, 0], P[:, 1]), P[:, 2])
-        hi = np.maximum(np.maximum(P[:, 0], P[:, 1]), P[:, 2])
-        h, w = self._roi_shape
+        vertices, reference + ``disp``): every triangle moves affinely, so each output pixel a moved triangle
+        covers samples the reference through that triangle's inverse affine (:func:`_rasterise`); pixels no
+        moved triangle covers keep the reference's own. The map is found on the coarse grid and upsampled,
+        then again at full resolution round the lips, where it jumps across the mouth opening."""
+        moved = np.abs(disp).max(axis=1) > 1e-3
         k = self._k
-        fd = np.zeros((2, h * w), np.float32)  # output minus reference position on the grid
-        flat, qx, qy = _cover(C, lo, hi, k, (*self._grid_origin, w, h))
-        fd[0, flat] = self._gx[flat] - qx
-        fd[1, flat] = self._gy[flat] - qy
-        fdx, fdy = fd[0].reshape(h, w), fd[1].reshape(h, w)
+        x0, y0 = self._grid_origin
+        qx, qy = self._gx.copy(), self._gy.copy()  # uncovered grid points: no displacement
+        _rasterise(Vd, self._tris, self._ref_v0, self._ref_e1, self._ref_e2, self._min_det, moved,
+                   k, x0, y0, qx, qy)
+        fdx, fdy = self._gx - qx, self._gy - qy  # output minus reference position on the grid
         ox0, oy0, ox1, oy1 = self._roi_out
         if k != 1:
             size_out = (ox1 - ox0, oy1 - oy0)
@@ -506,10 +483,9 @@ class PhotoRig:
             bx0, by0 = np.maximum(np.floor(lp.min(axis=0)).astype(int) - 3, (ox0, oy0))
             bx1, by1 = np.minimum(np.ceil(lp.max(axis=0)).astype(int) + 4, (ox1, oy1))
             if bx1 > bx0 and by1 > by0:
-                flat, qx, qy = _cover(C, lo, hi, 1, (bx0, by0, bx1 - bx0, by1 - by0))
-                rows, cols = flat // (bx1 - bx0) + (by0 - oy0), flat % (bx1 - bx0) + (bx0 - ox0)
-                mapx[rows, cols] = qx
-                mapy[rows, cols] = qy
+                rows, cols = slice(by0 - oy0, by1 - oy0), slice(bx0 - ox0, bx1 - ox0)
+                _rasterise(Vd, self._tris, self._ref_v0, self._ref_e1, self._ref_e2, self._min_det, moved,
+                           1.0, int(bx0), int(by0), mapx[rows, cols], mapy[rows, cols])
         out[oy0:oy1, ox0:ox1] = cv2.remap(self.reference, mapx, mapy, cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE)
 
@@ -658,43 +634,53 @@ class PhotoRig:
         out[y0:y1, x0:x1] = np.clip(res + 0.5, 0, 255).astype(np.uint8)
 
 
-def _cover(C: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: float,
-           box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rasterise triangles on a grid and map the points each covers to the reference.
+# Compiled when the module is imported (cached next to it after the first time), not at a first frame.
+@numba.njit("void(f8[:, :], i4[:, :], f8[:, :], f8[:, :], f8[:, :], f8[:], b1[:], f8, i8, i8, f4[:, :], "
+            "f4[:, :])", cache=True, nogil=True)
+def _rasterise(Vd, tris, ref_v0, ref_e1, ref_e2, min_det, moved, k, i0, j0, qx, qy):
+    """Rasterise the moved triangles on a grid and write the reference position of every point they cover.
 
-    ``C`` ``[12, n]`` per triangle: the output -> reference affine (rows 0-5: x' = c0 x + c1 y + c2,
-    y' = c3 x + c4 y + c5) and the output -> barycentric b1, b2 (rows 6-8, 9-11); ``lo``, ``hi`` ``[n, 2]``
-    the triangles' bounding boxes in output pixels. The grid is ``box = (i0, j0, width, height)`` in grid
-    units, grid point (i, j) sitting at output pixel ``k * (i + 0.5) - 0.5``. Every grid point in a triangle's
-    box is tested against that triangle. Returns the covered points' flat indices in the box (row-major)
-    and their reference positions ``qx``, ``qy``; a point on a shared edge may come twice (the same
-    position either way)."""
-    i0, j0, gw, gh = box
-    lo_i = np.ceil((lo + 0.5) / k - 0.5).astype(np.int32) - (i0, j0)
-    hi_i = np.floor((hi + 0.5) / k - 0.5).astype(np.int32) - (i0, j0)
-    np.maximum(lo_i, 0, out=lo_i)
-    np.minimum(hi_i, (gw - 1, gh - 1), out=hi_i)
-    n = hi_i - lo_i + 1
-    keep = np.flatnonzero((n[:, 0] > 0) & (n[:, 1] > 0))
-    C, lo_i, n = C[:, keep], lo_i[keep], n[keep]
-    # one run of n_x points per (triangle, row of its box); one point per (run, column)
-    run_tri = np.repeat(np.arange(len(n)), n[:, 1])
-    run_start = np.cumsum(n[:, 1]) - n[:, 1]
-    run_y = lo_i[run_tri, 1] + (np.arange(len(run_tri)) - run_start[run_tri])
-    run_len = n[run_tri, 0]
-    pt_run = np.repeat(np.arange(len(run_tri)), run_len)
-    pt_start = np.cumsum(run_len) - run_len
-    ix = lo_i[run_tri[pt_run], 0] + (np.arange(len(pt_run)) - pt_start[pt_run])
-    iy = run_y[pt_run]
-    x = (k * (ix + i0) + (0.5 * k - 0.5)).astype(np.float32)
-    y = (k * (iy + j0) + (0.5 * k - 0.5)).astype(np.float32)
-    c = np.repeat(C, n[:, 0] * n[:, 1], axis=1)
-    b1 = c[6] * x + c[7] * y + c[8]
-    b2 = c[9] * x + c[10] * y + c[11]
-    inside = np.flatnonzero((b1 >= -1e-4) & (b2 >= -1e-4) & (b1 + b2 <= 1 + 1e-4))
-    qx = c[0] * x + c[1] * y + c[2]
-    qy = c[3] * x + c[4] * y + c[5]
-    return (iy * gw + ix)[inside], qx[inside], qy[inside]
+    ``Vd`` ``[V, 2]`` deformed vertices (output px); ``tris`` ``[T, 3]`` vertex indices; ``ref_v0``,
+    ``ref_e1``, ``ref_e2`` ``[T, 2]`` each reference triangle as an origin and two edges; ``min_det`` ``[T]``
+    the smallest deformed |det| drawn (a lip strip sealed shut collapses and covers no pixel); ``moved``
+    ``[V]`` bool: triangles with no moved vertex are skipped. Grid point (i, j) of ``qx``, ``qy`` ``[h, w]``
+    sits at output pixel ``(k * (i + i0 + 0.5) - 0.5, k * (j + j0 + 0.5) - 0.5)``; a point inside a deformed
+    triangle (barycentric test with 1e-4 slack, so points on shared edges are covered) gets that
+    triangle's output -> reference affine image, others keep their values.
+    """
+    h, w = qx.shape
+    for t in range(tris.shape[0]):
+        a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
+        if not (moved[a] or moved[b] or moved[c]):
+            continue
+        px, py = Vd[a, 0], Vd[a, 1]
+        e1x, e1y = Vd[b, 0] - px, Vd[b, 1] - py
+        e2x, e2y = Vd[c, 0] - px, Vd[c, 1] - py
+        det = e1x * e2y - e2x * e1y
+        if abs(det) <= min_det[t]:
+            continue
+        inv = 1.0 / det
+        # barycentric (b1, b2) = A (x - p), A = inv([e1, e2]); reference = r0 + f1 b1 + f2 b2
+        a00, a01, a10, a11 = e2y * inv, -e2x * inv, -e1y * inv, e1x * inv
+        f1x, f1y, f2x, f2y = ref_e1[t, 0], ref_e1[t, 1], ref_e2[t, 0], ref_e2[t, 1]
+        rx, ry = ref_v0[t, 0], ref_v0[t, 1]
+        lo_x = min(px, px + e1x, px + e2x)
+        hi_x = max(px, px + e1x, px + e2x)
+        lo_y = min(py, py + e1y, py + e2y)
+        hi_y = max(py, py + e1y, py + e2y)
+        ilo = max(int(math.ceil((lo_x + 0.5) / k - 0.5)) - i0, 0)
+        ihi = min(int(math.floor((hi_x + 0.5) / k - 0.5)) - i0, w - 1)
+        jlo = max(int(math.ceil((lo_y + 0.5) / k - 0.5)) - j0, 0)
+        jhi = min(int(math.floor((hi_y + 0.5) / k - 0.5)) - j0, h - 1)
+        for j in range(jlo, jhi + 1):
+            dy = k * (j + j0 + 0.5) - 0.5 - py
+            for i in range(ilo, ihi + 1):
+                dx = k * (i + i0 + 0.5) - 0.5 - px
+                b1 = a00 * dx + a01 * dy
+                b2 = a10 * dx + a11 * dy
+                if b1 >= -1e-4 and b2 >= -1e-4 and b1 + b2 <= 1.0 + 1e-4:
+                    qx[j, i] = rx + f1x * b1 + f2x * b2
+                    qy[j, i] = ry + f1y * b1 + f2y * b2
 
 
 def origin_out(size: int) -> tuple[float, float]:
