@@ -11,7 +11,7 @@ from dystream_ros.config import SAMPLES_PER_FRAME
 from dystream_ros.data.conversation import generate_conversation
 from dystream_ros.data.dataset import load_conversation
 from dystream_ros.data.face import ARTICULATION_FIELDS, HELDOUT_IDENTITIES, TRAIN_IDENTITIES
-from dystream_ros.data.speech import HELDOUT_VOICES, TRAIN_VOICES
+from dystream_ros.data.speech import HELDOUT_VOICES, TRAIN_VOICES, WIDE_VOICES
 
 COL = {n: i for i, n in enumerate(ARTICULATION_FIELDS)}
 SEEDS = (0, 1, 2)
@@ -145,5 +145,10 @@ def test_heldout_split_uses_only_heldout_voices_and_identities():
         assert h.identity.seed in HELDOUT_IDENTITIES and t.identity.seed in TRAIN_IDENTITIES
         assert {h.voice_a.key, h.voice_b.key} <= held_keys and {t.voice_a.key, t.voice_b.key} <= train_keys
         assert h.voice_a.key != h.voice_b.key
+    wide_keys = {v.key for v in TRAIN_VOICES + WIDE_VOICES}
+    wide = [generate_conversation(s, split="train-wide", duration_s=4.0) for s in range(12)]
+    assert all(w.identity.seed in TRAIN_IDENTITIES for w in wide)
+    assert all({w.voice_a.key, w.voice_b.key} <= wide_keys for w in wide)
+    assert {w.voice_a.key for w in wide} - train_keys  # the wider pool is drawn from
     with pytest.raises(ValueError):
         generate_conversation(0, split="test")

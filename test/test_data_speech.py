@@ -9,6 +9,7 @@ from dystream_ros.config import SAMPLE_RATE
 from dystream_ros.data.speech import (
     HELDOUT_VOICES,
     TRAIN_VOICES,
+    WIDE_VOICES,
     Voice,
     is_pause,
     synthesize,
@@ -83,6 +84,19 @@ def test_voices_split_and_differ():
     f_female = _f0(synthesize("The weather is lovely today.", TRAIN_VOICES[1]).audio)  # us_f1
     f_male = _f0(synthesize("The weather is lovely today.", TRAIN_VOICES[6]).audio)  # us_m4
     assert f_female > 1.5 * f_male
+
+
+def test_the_wide_training_pool_adds_voices_but_none_of_the_held_out_ones():
+    assert voices_for_split("train-wide") == TRAIN_VOICES + WIDE_VOICES
+    keys = [v.key for v in TRAIN_VOICES + WIDE_VOICES + HELDOUT_VOICES]
+    assert len(keys) == len(set(keys)) and len({v.name for v in WIDE_VOICES}) == len(WIDE_VOICES) >= 20
+    held_variants = {v.name.split("+")[1].lower() for v in HELDOUT_VOICES}
+    train_langs = {v.name.split("+")[0] for v in TRAIN_VOICES}  # the held-out-only accents stay unused
+    for v in WIDE_VOICES:
+        lang, variant = v.name.split("+")
+        assert variant.lower() not in held_variants and lang in train_langs, v.key
+        u = synthesize("Hello there.", v)
+        assert u.duration > 0.3 and np.sqrt(np.mean(u.audio**2)) > 0.01, v.key
 
 
 def test_rate_changes_duration():

@@ -52,11 +52,11 @@ _COL = {name: i for i, name in enumerate(ARTICULATION_FIELDS)}
 
 
 def identities_for_split(split: str) -> range:
-    if split == "train":
+    if split in ("train", "train-wide"):
         return TRAIN_IDENTITIES
     if split == "heldout":
         return HELDOUT_IDENTITIES
-    raise ValueError(f"unknown split {split!r} (train or heldout)")
+    raise ValueError(f"unknown split {split!r} (train, train-wide or heldout)")
 
 
 @dataclass

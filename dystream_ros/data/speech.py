@@ -8,7 +8,10 @@ phoneme mnemonic (espeak's ASCII names, e.g. ``m``, ``u:``, ``aI``) and its posi
 (pause phonemes are named ``_``, ``_:`` ...).
 
 Voices: :data:`TRAIN_VOICES` (12) and :data:`HELDOUT_VOICES` (4) are a fixed split. Held-out voices
-use accents (Caribbean, New York, West Midlands) and voice variants that no training voice uses.
+use accents (Caribbean, New York, West Midlands) and voice variants that no training voice uses. The
+``train-wide`` split adds :data:`WIDE_VOICES` (24 more espeak-ng variants on the training accents, a
+wider spread of pitch, range and rate) to the training voices; it shares no variant or accent with the
+held-out voices either.
 
 Determinism: espeak-ng keeps state between calls (pitch flutter, noise), so the library runs in a
 helper process that serves each request from a fresh fork of the same initialised state
@@ -75,15 +78,45 @@ HELDOUT_VOICES: tuple[Voice, ...] = (
     Voice("wmid_m6", "en-gb-x-gbcwmd+m6", 158, 38, 45),
     Voice("us_annie", "en-us+Annie", 170, 66, 65),
 )
-VOICES: dict[str, Voice] = {v.key: v for v in TRAIN_VOICES + HELDOUT_VOICES}
+# More speakers for training only (the ``train-wide`` split): other variants on the training accents,
+# pitch 25-80 and rates 140-205 wpm, so a model hears more than twelve vocal tracts and glottal sources.
+WIDE_VOICES: tuple[Voice, ...] = (
+    Voice("us_alicia", "en-us+Alicia", 168, 70, 62),
+    Voice("gb_andrea", "en+Andrea", 160, 62, 70),
+    Voice("rp_auntie", "en-gb-x-rp+Auntie", 150, 74, 58),
+    Voice("us_belinda", "en-us+Belinda", 182, 66, 66),
+    Voice("scot_benjamin", "en-gb-scotland+Benjamin", 158, 40, 42),
+    Voice("us_caleb", "en-us+Caleb", 176, 45, 52),
+    Voice("gb_ed", "en+Ed", 165, 35, 48),
+    Voice("rp_edward", "en-gb-x-rp+Edward", 145, 42, 50),
+    Voice("us_gene", "en-us+Gene", 190, 48, 55),
+    Voice("lanc_hugo", "en-gb-x-gbclan+Hugo", 170, 38, 44),
+    Voice("us_jacky", "en-us+Jacky", 200, 58, 60),
+    Voice("gb_john", "en+John", 172, 30, 40),
+    Voice("us_lee", "en-us+Lee", 160, 52, 58),
+    Voice("scot_max", "en-gb-scotland+Max", 180, 46, 54),
+    Voice("us_michael", "en-us+Michael", 166, 34, 46),
+    Voice("rp_paul", "en-gb-x-rp+Paul", 178, 44, 50),
+    Voice("us_steph", "en-us+Steph", 172, 72, 68),
+    Voice("gb_travis", "en+Travis", 188, 50, 56),
+    Voice("us_anika", "en-us+anika", 164, 68, 64),
+    Voice("lanc_shelby", "en-gb-x-gbclan+shelby", 158, 76, 70),
+    Voice("us_grandma", "en-us+grandma", 140, 64, 60),
+    Voice("gb_norbert", "en+norbert", 174, 28, 40),
+    Voice("us_klatt", "en-us+klatt", 170, 50, 50),
+    Voice("rp_klatt3", "en-gb-x-rp+klatt3", 185, 60, 55),
+)
+VOICES: dict[str, Voice] = {v.key: v for v in TRAIN_VOICES + HELDOUT_VOICES + WIDE_VOICES}
 
 
 def voices_for_split(split: str) -> tuple[Voice, ...]:
     if split == "train":
         return TRAIN_VOICES
+    if split == "train-wide":
+        return TRAIN_VOICES + WIDE_VOICES
     if split == "heldout":
         return HELDOUT_VOICES
-    raise ValueError(f"unknown split {split!r} (train or heldout)")
+    raise ValueError(f"unknown split {split!r} (train, train-wide or heldout)")
 
 
 # --- results --------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Layout::
 
 Conversation ``i`` uses the seed :func:`conversation_seed` (seed, split, i), so a dataset can be
 extended (``--start``) or regenerated in parallel (``--workers``) with identical results. The train
-split uses only training voices and identities, the held-out split only held-out ones.
+split uses only training voices and identities, the held-out split only held-out ones; ``train-wide`` is the
+train split's identities with 24 more training-only voices (``speech.WIDE_VOICES``), for models that must
+hear more speakers.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dystream_ros.data.conversation import generate_conversation
 from dystream_ros.data.face import ARTICULATION_FIELDS
 
 INDEX_FORMAT = "dystream-synth-index-v1"
-_SPLIT_CODE = {"train": 1, "heldout": 2}
+_SPLIT_CODE = {"train": 1, "heldout": 2, "train-wide": 3}
 
 
 def conversation_seed(seed: int, split: str, index: int) -> int:
