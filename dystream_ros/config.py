@@ -312,6 +312,9 @@ class TrainConfig:
     variation, ``dystream_ros.train.generator.augment_mels``): the spectrum's frequency axis scaled by a
     factor drawn from ``[1 - voice_warp, 1 + voice_warp]`` (a vocal-tract-length warp) and a gain drawn
     from ``[-voice_gain_db, voice_gain_db]`` dB; 0 (the default) leaves the audio as it is.
+    ``loss_weight``: one positive weight per motion column for the velocity loss (scaled to mean 1, so
+    the loss keeps its size), e.g. more weight on an articulation model's mouth columns; empty (the
+    default) weighs every column alike.
     """
 
     drop_speaker: float = 0.1
@@ -322,6 +325,7 @@ class TrainConfig:
     anchor_last: int = 10
     voice_warp: float = 0.0
     voice_gain_db: float = 0.0
+    loss_weight: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for n in ("drop_speaker", "drop_listener", "drop_anchor", "history_noise_p", "history_noise_max"):
@@ -336,6 +340,9 @@ class TrainConfig:
                "TrainConfig.voice_warp", f"must be in [0, 0.3], got {self.voice_warp!r}")
         _check(isinstance(self.voice_gain_db, (int, float)) and 0.0 <= self.voice_gain_db <= 20.0,
                "TrainConfig.voice_gain_db", f"must be in [0, 20], got {self.voice_gain_db!r}")
+        _check(isinstance(self.loss_weight, tuple)
+               and all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in self.loss_weight),
+               "TrainConfig.loss_weight", f"must be a tuple of positive numbers, got {self.loss_weight!r}")
 
 
 @dataclass(frozen=True)
@@ -473,6 +480,11 @@ class ModelConfig:
             ("autoencoder", AutoencoderConfig),
         ):
             _check(isinstance(getattr(self, n), t), f"ModelConfig.{n}", f"must be an {t.__name__}")
+        _check(
+            len(self.train.loss_weight) in (0, self.latent_dim),
+            "TrainConfig.loss_weight",
+            f"needs one weight per motion column ({self.latent_dim}), got {len(self.train.loss_weight)}",
+        )
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

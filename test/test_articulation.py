@@ -233,6 +233,53 @@ def test_history_noise_and_anchor_options_train_and_are_recorded(work, tmp_path)
         cli(base + ["--out", str(tmp_path / "bad"), "--history-noise", "0.5", "1.5"])
 
 
+def test_loss_weight_weighs_the_columns_and_is_recorded(work, tmp_path):
+    """--loss-weight FIELD=W: the velocity loss is the column-weighted MSE (weights scaled to mean 1; all
+    equal = the plain loss), recorded in the exported config; unknown fields, bad numbers and a latent
+    model are refused."""
+    from dystream_ros.model.training import flow_matching_loss
+    from dystream_ros.train.generator import column_weights
+
+    cfg = load_checkpoint(work / "gen" / "model.safetensors", render=False).cfg  # an articulation model
+    model = build_model(cfg, render=False, seed=0)
+    feats = torch.randn(2, 6, 2, cfg.audio.feature_dim)
+    motion = torch.randn(2, 7, cfg.latent_dim)
+
+    def loss(weights):
+        c = cfg.replace(train={"loss_weight": weights})
+        with torch.no_grad():
+            return flow_matching_loss(c, model.generator, model.head, feats, motion,
+                                      torch.Generator().manual_seed(3))[0]
+
+    w = column_weights(["jaw_open=4", "lip_close=2.5"], cfg)
+    assert w[ARTICULATION_FIELDS.index("jaw_open")] == 4.0 and w.count(1.0) == len(ARTICULATION_FIELDS) - 2
+    plain = loss(())
+    torch.testing.assert_close(loss((3.0,) * cfg.latent_dim), plain)
+    # each column's share of the plain loss, from the same draws: (almost) all weight on that column
+    per_col = []
+    for col in range(cfg.latent_dim):
+        one_hot = tuple(1e-9 if i != col else 1.0 for i in range(cfg.latent_dim))
+        per_col.append(loss(one_hot) * sum(one_hot) / cfg.latent_dim)  # its mean squared error / D
+    wt = torch.tensor(w) / torch.tensor(w).mean()
+    expect = sum(wt[c] * per_col[c] for c in range(cfg.latent_dim))
+    torch.testing.assert_close(loss(w), expect, rtol=1e-4, atol=1e-6)
+    assert not torch.isclose(loss(w), plain)
+
+    base = ["train", "generator", "--latents", str(work / "art_train"), "--profile",
+            str(work / "tiny.safetensors"), "--batch", "2", "--frames", "24", "--warmup", "1",
+            "--log-every", "1", "--threads", "1", "--device", "cpu", "--steps", "2"]
+    assert cli(base + ["--out", str(tmp_path / "w"), "--loss-weight", "jaw_open=4", "lip_close=2.5"]) == 0
+    assert load_checkpoint(tmp_path / "w" / "model.safetensors", render=False).cfg.train.loss_weight == w
+    with pytest.raises(ValueError, match="FIELD=W"):
+        column_weights(["mouth=3"], cfg)
+    with pytest.raises(ValueError, match="must be a number"):
+        column_weights(["jaw_open=lots"], cfg)
+    with pytest.raises(ConfigError, match="loss_weight"):
+        cfg.replace(train={"loss_weight": column_weights(["jaw_open=-1"], cfg)})
+    with pytest.raises(ValueError, match="articulation"):
+        column_weights(["jaw_open=3"], load_profile("lite"))
+
+
 # -- the session: determinism and lookahead invariance ------------------------------------------------
 
 

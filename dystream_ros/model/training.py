@@ -106,7 +106,7 @@ def flow_matching_loss(
     latent) -> (loss, per-frame CFG drop mask). Noisy history, anchor from the last frames, per-frame CFG
     dropout, rectified-flow velocity loss with one independent t per frame. ``anchor`` (B, D): each
     window's anchor instead of one drawn from its last ``anchor_last`` frames (e.g. the reference motion
-    m0, the anchor a session conditions on).
+    m0, the anchor a session conditions on). ``cfg.train.loss_weight`` weighs the motion columns.
     """
     b, t1, d = motion.shape
     t = t1 - 1
@@ -124,4 +124,7 @@ def flow_matching_loss(
     cond = transformer(tokens)  # (B, T, Wh)
     x_t, tt, v = flow_interpolant(targets.reshape(b * t, d), generator)
     pred = head(x_t, tt, cond.reshape(b * t, -1))
-    return F.mse_loss(pred, v), drop
+    if not cfg.train.loss_weight:
+        return F.mse_loss(pred, v), drop
+    w = torch.tensor(cfg.train.loss_weight, dtype=pred.dtype, device=pred.device)
+    return ((pred - v).square() * (w / w.mean())).mean(), drop

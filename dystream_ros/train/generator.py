@@ -114,6 +114,26 @@ def _window_mels(a: dict) -> int:
     return AudioConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}).window_mels
 
 
+def column_weights(specs: list[str], cfg) -> tuple[float, ...]:
+    """``["jaw_open=3", ...]`` -> one loss weight per column of an articulation model (others 1)."""
+    from dystream_ros.data.face import ARTICULATION_FIELDS
+
+    if cfg.motion != "articulation":
+        raise ValueError("--loss-weight names articulation columns: it needs an articulation set "
+                         "(train articulation-set)")
+    w = dict.fromkeys(ARTICULATION_FIELDS, 1.0)
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or name not in w:
+            raise ValueError(f"--loss-weight {spec!r}: expected FIELD=W with FIELD one of "
+                             f"{', '.join(ARTICULATION_FIELDS)}")
+        try:
+            w[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--loss-weight {spec!r}: W must be a number") from None
+    return tuple(w.values())
+
+
 def augment_mels(mels: np.ndarray, rng: np.random.Generator, audio: AudioConfig, warp: float,
                  gain_db: float) -> np.ndarray:
     """Speaker variation for log-mel windows (B, 2, n_mels, M), drawn per window and channel: a
@@ -312,6 +332,8 @@ def train_generator(args) -> int:
         if args.voice_augment is not None:  # recorded in the exported config like the noisy history
             warp, gain_db = args.voice_augment
             model.cfg = model.cfg.replace(train={"voice_warp": warp, "voice_gain_db": gain_db})
+        if args.loss_weight:
+            model.cfg = model.cfg.replace(train={"loss_weight": column_weights(args.loss_weight, model.cfg)})
         tcfg = model.cfg.train
         for p in model.autoencoder.parameters():
             p.requires_grad_(False)
@@ -495,6 +517,14 @@ def add_arguments(p) -> None:
         metavar=("WARP", "GAIN_DB"),
         help="speaker variation of the training audio, per window and channel: a frequency-axis warp of "
         "up to +-WARP (e.g. 0.15) and a gain of up to +-GAIN_DB dB (default: the profile's TrainConfig, off)",
+    )
+    p.add_argument(
+        "--loss-weight",
+        nargs="+",
+        default=None,
+        metavar="FIELD=W",
+        help="articulation models: weigh these columns' velocity loss by W (others 1; scaled to mean 1), "
+        "e.g. jaw_open=3 lip_close=3",
     )
     p.add_argument(
         "--anchor",
