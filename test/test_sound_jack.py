@@ -68,11 +68,13 @@ def test_capture_stamps_follow_the_sample_count(jack):
     cap.start()
     try:
         assert cap.wait_open(20), cap.last_error
+        xruns_before = jack.xruns()[0]
         blocks = _collect(cap, seconds)
         read_at = time.time_ns()
+        xruns, flags = jack.xruns()[0] - xruns_before, int(cap.totals("overflow_flags"))
     finally:
         cap.stop()
-    assert len(blocks) > seconds * 40
+    assert len(blocks) > seconds * 5  # capturing all along (50 blocks/s when the graph keeps its cycles)
     stamps = np.array([b.stamp_ns for b in blocks], dtype=np.int64)
     assert (np.diff(stamps) > 0).all(), "stamps must be monotonic"
     frames = np.array([b.data.shape[0] for b in blocks])
@@ -88,12 +90,20 @@ def test_capture_stamps_follow_the_sample_count(jack):
     dev = np.abs([b.stamp_ns - b.adc_ns for b in blocks]) / 1e6
     print(f"\ncapture {minutes * 60:.0f} s: {len(blocks)} blocks, lost {lost} samples, "
           f"drift {drift_ms:+.3f} ms ({drift_ms / minutes:+.3f} ms/min), |stamp - adc| median "
-          f"{np.median(dev):.3f} p99 {np.percentile(dev, 99):.3f} ms")
+          f"{np.median(dev):.3f} p99 {np.percentile(dev, 99):.3f} ms; xruns: jackd {xruns}, flagged {flags}")
     # contiguous: each stamp is the previous one plus its block (+ lost samples), moved by the slew only
     step = np.diff(stamps) - (frames[:-1] + [b.lost_before for b in blocks[1:]]) * NS / RATE
     assert np.abs(step).max() <= 0.5e6 + 1
     # the stamp is the capture time: before the block could be read, and close to the ADC time
     assert stamps[-1] + frames[-1] * NS // RATE <= read_at
+    if lost or xruns or flags:
+        # a starved VM (seen in CI: 5685 samples lost, the dummy driver's clock 120 ms off its sample count
+        # over 20 s) moves the mapped ADC time in jumps the stamps follow by the bounded slew only (asserted
+        # above), so their distance from it is not judged; what was lost is counted (asserted above)
+        print("capture: the run had counted xruns or losses; the stamps' distance from the ADC time is not "
+              "judged on this machine now")
+        return
+    assert len(blocks) > seconds * 40
     assert np.median(dev) < 2.0
 
 
@@ -134,6 +144,15 @@ def _loopback(jack) -> dict:
         for t in scheduled:
             assert pl.schedule(click, int(t), int(t))
         blocks = _collect(cap, 1.8)
+        # every click played or counted late, as the player's worker reports it (every 10 ms; later when
+        # the machine starves it)
+        played, deadline = [], time.monotonic() + 10
+        while True:
+            played += pl.take_played()
+            if CLICK * len(played) + pl.totals("samples_late") >= CLICK * len(scheduled) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         out_latency_ms = pl.status["output_latency_ms"]
         xruns, slip_ms, flags, lost = (a - b for a, b in zip(counted(), counted_before, strict=True))
     finally:
@@ -147,9 +166,11 @@ def _loopback(jack) -> dict:
     times = np.concatenate([b.stamp_ns + np.arange(b.data.shape[0]) * NS / RATE for b in blocks])
     heard = times[np.flatnonzero((x[1:] > 0.4) & (x[:-1] <= 0.4)) + 1]
     match = np.abs(heard[:, None] - scheduled[None, :]).argmin(axis=1)  # nearest (they are 100 ms apart)
-    assert len(set(match.tolist())) == len(heard), f"two clicks heard for one: {heard}"
-    return {"heard": heard, "scheduled": scheduled, "match": match, "out_latency_ms": out_latency_ms,
-            "played": pl.take_played(), "late": pl.totals("samples_late"), "xruns": xruns,
+    # a click can be heard twice (split by a buffer of silence a missed cycle put in its middle): only a
+    # run with counted xruns may do that, asserted by the caller
+    return {"heard": heard, "scheduled": scheduled, "match": match, "clicks_heard": len(set(match.tolist())),
+            "out_latency_ms": out_latency_ms,
+            "played": played, "late": pl.totals("samples_late"), "xruns": xruns,
             "slip_ms": slip_ms, "flags": flags, "lost": lost, "adc_drift_ms": adc_drift_ms,
             "clean": xruns + flags + lost == 0 and abs(adc_drift_ms) <= MAX_DRIFT_MS}
 
@@ -185,15 +206,17 @@ def test_playback_is_heard_at_its_scheduled_time(jack):
             break
     for r in runs:  # every run: each click played (or counted late), each one not heard explained
         assert CLICK * len(r["played"]) + r["late"] >= CLICK * len(r["scheduled"]), r
-        if len(r["heard"]) < len(r["scheduled"]):
+        if r["clicks_heard"] < len(r["scheduled"]):
             assert r["xruns"] + r["flags"] + r["lost"] > 0, "a click neither heard nor lost to a counted xrun"
+        if r["clicks_heard"] < len(r["heard"]):
+            assert r["xruns"] + r["flags"] + r["lost"] > 0, f"two clicks heard for one: {r['heard']}"
         assert all(abs(p.played_ns - p.scheduled_ns) <= NS / RATE for p in r["played"])
     r = runs[-1]
     if not r["clean"]:
         print(f"loopback: all {len(runs)} runs had xruns or a drifting time base; placement not compared on "
               "this machine now")
         return
-    assert len(r["heard"]) == len(r["scheduled"]) and len(r["played"]) == len(r["scheduled"])
+    assert len(r["heard"]) == r["clicks_heard"] == len(r["scheduled"]) == len(r["played"])
     err_ms = (r["heard"] - r["scheduled"][r["match"]]) / 1e6
     # the player placed each click to the sample (asserted above); the capture's stamps may move by the
     # stamper's slew (0.5 ms a block) towards their mapped ADC time: two clicks agree within two steps

@@ -11,6 +11,7 @@ import pytest
 from dystream_ros.config import NS
 from dystream_ros.sound.clock import CaptureStamper, StreamClock
 from dystream_ros.sound.queue import PlaybackQueue
+from dystream_ros.sound.streams import Block, BlockQueue
 
 RATE = 48000
 T = NS / RATE
@@ -60,6 +61,23 @@ def test_capture_stamps_are_contiguous_and_ignore_jitter():
     assert st.lost_samples == 0 and st.gaps == 0
 
 
+def test_capture_stamps_keep_nanoseconds_at_epoch_times():
+    """Stamps are epoch nanoseconds (~1.8e18, where a float64 steps by 256 ns): a clock that jumps by
+    seconds (a stalled VM) is followed by the bounded slew exactly, to the nanosecond, not to 256 ns."""
+    st = CaptureStamper(RATE)
+    n, t0 = 961, 1_796_319_103_686_343_680  # 961 frames: a block whose duration is not whole ns
+    stamps, adc = [], t0
+    for k in range(400):
+        if k == 100:
+            adc += 3 * NS  # the mapped ADC time jumps ahead without an overflow flag
+        stamps.append(st.stamp(n, adc).stamp_ns)
+        adc += n * NS // RATE
+    step = np.diff(np.array(stamps, dtype=np.int64)) - n * NS / RATE
+    assert st.clock_jumps > 0 and st.lost_samples == 0
+    assert np.abs(step).max() <= 0.5e6 + 1  # the slew's bound plus the stamp's own rounding
+    assert (np.abs(step) > 0.5e6 - 1).sum() > 200  # slewing at its bound for those blocks
+
+
 def test_capture_gap_counts_lost_samples():
     st = CaptureStamper(RATE)
     n = 480
@@ -71,6 +89,26 @@ def test_capture_gap_counts_lost_samples():
     r = st.stamp(n, t, overflow=True)
     assert r.lost_samples == 2400 and r.stamp_ns == t
     assert st.lost_samples == 2400 and st.gaps == 1
+
+
+def test_block_queue_carries_drops_and_losses_onto_the_next_block_delivered():
+    """A full queue drops blocks, and the device lost samples before some of the dropped ones (an
+    overrun): the next block delivered carries both, so the sample index between delivered blocks is
+    their samples plus what was dropped plus what was lost (the index counts lost samples)."""
+    q = BlockQueue(2)
+    n, index, lost = 480, 0, {2: 240, 4: 96}  # blocks 2..5 do not fit; 2 and 4 came after overruns
+    for k in range(7):
+        if k == 6:  # the consumer wakes up, drains, and the next block goes in
+            got = [q.get(0), q.get(0)]
+            assert q.get(0) is None
+        index += lost.get(k, 0)
+        q.put(Block(data=np.zeros((n, 1), np.int16), stamp_ns=0, rate=RATE, lost_before=lost.get(k, 0),
+                    index=index))
+        index += n
+    got.append(q.get(0))
+    assert [b.index for b in got[:2]] == [0, n] and q.dropped_blocks == 4 and q.dropped_samples == 4 * n
+    assert got[2].dropped_before == 4 * n and got[2].lost_before == 240 + 96
+    assert got[2].index - got[0].index == 2 * n + got[2].dropped_before + got[2].lost_before
 
 
 def test_capture_clock_jump_without_overflow_is_slewed_not_lost():

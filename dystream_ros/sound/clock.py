@@ -98,7 +98,9 @@ class CaptureStamper:
         self.reset()
 
     def reset(self) -> None:
-        self._next: float | None = None  # predicted stamp of the next block's first sample (ns)
+        # predicted stamp of the next block's first sample, in ns after the first block's stamp: a float
+        # of absolute epoch ns (~1.8e18) would hold it to 256 ns only
+        self._next: float | None = None
         self.blocks = 0
         self.samples = 0
         self.lost_samples = 0
@@ -111,23 +113,23 @@ class CaptureStamper:
         ``overflow``: PortAudio flagged input lost before this block."""
         n = int(n_frames)
         if self._next is None:
-            t = float(adc_ns)
-            res = StampResult(stamp_ns=int(adc_ns))
             self.first_ns = int(adc_ns)
+            t = 0.0
+            res = StampResult(stamp_ns=int(adc_ns))
         else:
-            err = float(adc_ns) - self._next
+            err = float(int(adc_ns) - self.first_ns) - self._next
             if abs(err) > self.tolerance_ns and not (overflow and err > 0):
                 self.clock_jumps += 1
             if err > self.tolerance_ns and overflow:
                 lost = int(round(err * self.rate / NS))
                 self.lost_samples += lost
                 self.gaps += 1
-                t = float(adc_ns)
+                t = float(int(adc_ns) - self.first_ns)
                 res = StampResult(stamp_ns=int(adc_ns), lost_samples=lost, error_ns=int(err))
             else:
                 corr = max(-self.max_slew_ns, min(self.max_slew_ns, err * self.gain))
                 t = self._next + corr
-                res = StampResult(stamp_ns=int(round(t)), error_ns=int(err))
+                res = StampResult(stamp_ns=self.first_ns + int(round(t)), error_ns=int(err))
         self._next = t + n * NS / self.rate
         self.blocks += 1
         self.samples += n
@@ -135,4 +137,4 @@ class CaptureStamper:
 
     @property
     def next_ns(self) -> float | None:
-        return self._next
+        return None if self._next is None else self.first_ns + self._next

@@ -107,23 +107,27 @@ class Block:
 
 class BlockQueue:
     """Bounded queue of :class:`Block` s. A block that does not fit is dropped and counted, and its
-    samples (with the drops it carried) go on the next block delivered (``dropped_before``)."""
+    samples (with the drops it carried) go on the next block delivered (``dropped_before``); so do the
+    samples the device lost before it (``lost_before``), which stay counted as lost."""
 
     def __init__(self, maxsize: int):
         self._q: _queue.Queue[Block] = _queue.Queue(maxsize=int(maxsize))
         self.dropped_blocks = 0
         self.dropped_samples = 0
         self._pending = 0  # dropped since the last block that went in
+        self._pending_lost = 0  # lost by the device before the blocks dropped since then
 
     def put(self, blk: Block) -> None:
         blk.dropped_before += self._pending
+        blk.lost_before += self._pending_lost
         try:
             self._q.put_nowait(blk)
-            self._pending = 0
+            self._pending = self._pending_lost = 0
         except _queue.Full:
             self.dropped_blocks += 1
             self.dropped_samples += blk.data.shape[0]
             self._pending = blk.dropped_before + blk.data.shape[0]
+            self._pending_lost = blk.lost_before
 
     def get(self, timeout: float) -> Block | None:
         try:
