@@ -11,7 +11,7 @@ import pytest
 from dystream_ros.config import NS
 from dystream_ros.sound.clock import CaptureStamper, StreamClock
 from dystream_ros.sound.queue import PlaybackQueue
-from dystream_ros.sound.streams import Block, BlockQueue
+from dystream_ros.sound.streams import Block, BlockQueue, DirectCapture
 
 RATE = 48000
 T = NS / RATE
@@ -76,6 +76,32 @@ def test_capture_stamps_keep_nanoseconds_at_epoch_times():
     assert st.clock_jumps > 0 and st.lost_samples == 0
     assert np.abs(step).max() <= 0.5e6 + 1  # the slew's bound plus the stamp's own rounding
     assert (np.abs(step) > 0.5e6 - 1).sum() > 200  # slewing at its bound for those blocks
+
+
+def test_capture_does_not_believe_an_adc_time_off_by_a_day():
+    """The capture callback driven with PortAudio's time info (no device): a block whose ADC time maps
+    2**32 samples ahead (what JACK reported after stalled cycles), with an overflow flag, is counted in
+    ``bad_adc_times`` and stamped by the prediction; no day of samples is counted lost."""
+    from types import SimpleNamespace
+
+    clock = {"now": 1_796_319_103_686_343_680}
+    cap = DirectCapture(rate=RATE, now_ns=lambda: clock["now"])
+    cap.rate = RATE
+    cap._prepare(RATE, 1)
+    n, stream_t = 480, 100.0
+    for k in range(60):
+        clock["now"] += n * NS // RATE
+        stream_t += n / RATE
+        adc = stream_t - 0.012 + (2**32 / RATE if k == 40 else 0.0)
+        cap._callback(np.zeros((n, 1), np.int16), n,
+                      SimpleNamespace(currentTime=stream_t, inputBufferAdcTime=adc),
+                      SimpleNamespace(input_overflow=k == 40))
+    blocks = [cap.read(0) for _ in range(60)]
+    st = cap.status()
+    assert st["bad_adc_times"] == 1 and st["lost_samples"] == 0 and st["overflow_flags"] == 1
+    stamps = np.array([b.stamp_ns for b in blocks], dtype=np.int64)
+    assert np.abs(np.diff(stamps) - n * NS / RATE).max() <= 0.5e6 + 1
+    assert blocks[-1].index == 59 * n
 
 
 def test_capture_gap_counts_lost_samples():

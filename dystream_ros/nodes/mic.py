@@ -185,7 +185,7 @@ class MicNode(Node):
             d = dict(self.counts)
             d.update({"stamp_drift_ms": self._drift_ms, "publish_lag_ms": self._lag_ms})
         d.update(cap.counters())
-        d.update({"xruns": int(cap.totals("xruns")),
+        d.update({"xruns": int(cap.totals("xruns")), "bad_adc_times": int(cap.totals("bad_adc_times")),
                   "worker_dropped_samples": int(cap.totals("dropped_samples")),
                   "node_dropped_samples": cap.dropped_samples,
                   "captured_samples": int(cap.totals("captured_samples")),

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dystream_ros.config import NS
+
 from .clock import CaptureStamper, StreamClock
 from .queue import PlaybackQueue
 
@@ -88,6 +90,7 @@ class StreamCounters:
     device_losses: int = 0
     callbacks: int = 0
     xruns: int = 0  # PortAudio's input_overflow / output_underflow flags
+    bad_adc_times: int = 0  # input blocks whose mapped ADC time was not believed (see DirectCapture)
     last_error: str = ""
     latency_ms: float = float("nan")  # the opened stream's reported latency
 
@@ -245,9 +248,16 @@ class DirectStream:
 
 
 class DirectCapture(DirectStream):
-    """Input stream -> stamped :class:`Block` s in a bounded queue (``read``)."""
+    """Input stream -> stamped :class:`Block` s in a bounded queue (``read``).
+
+    A block's ADC time, mapped to the system clock, must lie before its callback's own time and less than
+    ``MAX_ADC_AGE_S`` before it. One that does not (seen with JACK after stalled cycles: a time off by
+    2**32 samples, about a day at 48 kHz) is not an observation: the block keeps the stamper's prediction
+    and ``bad_adc_times`` counts it, so no day of lost samples is invented."""
 
     kind = "input"
+    MAX_ADC_AGE_S = 5.0
+    ADC_AHEAD_S = 0.005  # the mapping's own slack (the clock offset is the least-delayed callback's)
 
     def __init__(self, *, queue_blocks: int = 500, **kw):
         super().__init__(**kw)
@@ -272,6 +282,10 @@ class DirectCapture(DirectStream):
         self.clock.observe(t.currentTime, now)
         adc = t.inputBufferAdcTime
         adc_ns = self.clock.to_ns(adc) if adc else now  # 0: the host API does not report it
+        if adc and not now - self.MAX_ADC_AGE_S * NS <= adc_ns <= now + self.ADC_AHEAD_S * NS:
+            c.bad_adc_times += 1
+            nxt = self.stamper.next_ns
+            adc_ns = int(round(nxt)) if nxt is not None else now
         res = self.stamper.stamp(frames, adc_ns, overflow=bool(status.input_overflow))
         self._index += res.lost_samples
         blk = Block(data=indata.copy(), stamp_ns=res.stamp_ns, rate=self.rate, lost_before=res.lost_samples,
@@ -285,7 +299,7 @@ class DirectCapture(DirectStream):
     def status(self) -> dict:
         d = super().status()
         st = self.stamper
-        d.update({"overflow_flags": self.counters.xruns,
+        d.update({"overflow_flags": self.counters.xruns, "bad_adc_times": self.counters.bad_adc_times,
                   "lost_samples": self.lost_samples_total + (st.lost_samples if st else 0),
                   "gaps": st.gaps if st else 0, "clock_jumps": st.clock_jumps if st else 0,
                   "dropped_blocks": self.blocks.dropped_blocks,
