@@ -117,14 +117,15 @@ class CaptureStamper:
             t = 0.0
             res = StampResult(stamp_ns=int(adc_ns))
         else:
-            err = float(int(adc_ns) - self.first_ns) - self._next
+            rel = float(int(adc_ns) - self.first_ns)
+            err = rel - self._next
             if abs(err) > self.tolerance_ns and not (overflow and err > 0):
                 self.clock_jumps += 1
             if err > self.tolerance_ns and overflow:
                 lost = int(round(err * self.rate / NS))
                 self.lost_samples += lost
                 self.gaps += 1
-                t = float(int(adc_ns) - self.first_ns)
+                t = rel
                 res = StampResult(stamp_ns=int(adc_ns), lost_samples=lost, error_ns=int(err))
             else:
                 corr = max(-self.max_slew_ns, min(self.max_slew_ns, err * self.gain))
@@ -136,5 +137,6 @@ class CaptureStamper:
         return res
 
     @property
-    def next_ns(self) -> float | None:
-        return None if self._next is None else self.first_ns + self._next
+    def next_ns(self) -> int | None:
+        """The predicted stamp of the next block (epoch ns), None before the first block."""
+        return None if self._next is None else self.first_ns + int(round(self._next))

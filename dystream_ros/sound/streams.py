@@ -251,13 +251,13 @@ class DirectCapture(DirectStream):
     """Input stream -> stamped :class:`Block` s in a bounded queue (``read``).
 
     A block's ADC time, mapped to the system clock, must lie before its callback's own time and less than
-    ``MAX_ADC_AGE_S`` before it. One that does not (seen with JACK after stalled cycles: a time off by
+    ``MAX_ADC_AGE_NS`` before it. One that does not (seen with JACK after stalled cycles: a time off by
     2**32 samples, about a day at 48 kHz) is not an observation: the block keeps the stamper's prediction
     and ``bad_adc_times`` counts it, so no day of lost samples is invented."""
 
     kind = "input"
-    MAX_ADC_AGE_S = 5.0
-    ADC_AHEAD_S = 0.005  # the mapping's own slack (the clock offset is the least-delayed callback's)
+    MAX_ADC_AGE_NS = 5 * NS
+    ADC_AHEAD_NS = 5_000_000  # the mapping's own slack (the clock offset is the least-delayed callback's)
 
     def __init__(self, *, queue_blocks: int = 500, **kw):
         super().__init__(**kw)
@@ -282,10 +282,10 @@ class DirectCapture(DirectStream):
         self.clock.observe(t.currentTime, now)
         adc = t.inputBufferAdcTime
         adc_ns = self.clock.to_ns(adc) if adc else now  # 0: the host API does not report it
-        if adc and not now - self.MAX_ADC_AGE_S * NS <= adc_ns <= now + self.ADC_AHEAD_S * NS:
+        if adc and not now - self.MAX_ADC_AGE_NS <= adc_ns <= now + self.ADC_AHEAD_NS:
             c.bad_adc_times += 1
             nxt = self.stamper.next_ns
-            adc_ns = int(round(nxt)) if nxt is not None else now
+            adc_ns = now if nxt is None else nxt
         res = self.stamper.stamp(frames, adc_ns, overflow=bool(status.input_overflow))
         self._index += res.lost_samples
         blk = Block(data=indata.copy(), stamp_ns=res.stamp_ns, rate=self.rate, lost_before=res.lost_samples,
