@@ -123,6 +123,28 @@ def test_articulation_set_is_standardised_ground_truth(work):
     e = tr.index["conversations"][0]
     assert tr.mels[0].shape[-1] == e["mel_frames"]
 
+def test_sets_of_one_standardisation_combine(work, tmp_path):
+    """--latents A B: the conversations of both, in order; sets standardised differently are refused."""
+    tr, ho = LatentSet(work / "art_train"), LatentSet(work / "art_heldout")
+    both = LatentSet([work / "art_train", work / "art_heldout"])
+    assert len(both) == len(tr) + len(ho) == 3
+    assert both.names == [f"art_train/{n}" for n in tr.names] + [f"art_heldout/{n}" for n in ho.names]
+    assert all(np.array_equal(a, b) for a, b in zip(both.latents, tr.latents + ho.latents, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(both.mels, tr.mels + ho.mels, strict=True))
+    assert len(both.params) == 3 and both.fingerprint == tr.fingerprint
+    assert both.index["conversations"] == tr.index["conversations"] + ho.index["conversations"]
+    assert len(LatentSet([work / "art_train", work / "art_heldout"], max_conversations=2)) == 2
+    build_articulation_set(work / "heldout", tmp_path / "own_stats", profile=work / "tiny.safetensors",
+                           progress=False)
+    with pytest.raises(ValueError, match="'motion_fingerprint' differs"):
+        LatentSet([work / "art_train", tmp_path / "own_stats"])
+    # the trainer takes both
+    assert cli(["train", "generator", "--latents", str(work / "art_train"), str(work / "art_heldout"),
+                "--out", str(tmp_path / "gen2"), "--profile", str(work / "tiny.safetensors"), "--steps", "1",
+                "--batch", "2", "--frames", "24", "--warmup", "1", "--threads", "1", "--device", "cpu"]) == 0
+    assert (tmp_path / "gen2" / "model.safetensors").is_file()
+
+
 
 # -- training, export and the checkpoint ---------------------------------------------------------------
 

@@ -313,7 +313,7 @@ def train_generator(args) -> int:
             model = load_checkpoint(ae_path, render=False).train()
             if motion_fingerprint(model) != data.fingerprint:
                 raise ValueError(
-                    f"{ae_path} does not match the latent set {args.latents} (motion fingerprint)"
+                    f"{ae_path} does not match the latent set {' '.join(args.latents)} (motion fingerprint)"
                 )
         if not articulation and (not args.resume or not state_path.is_file()):
             # Fresh generator weights from the run seed (the autoencoder file may carry any).
@@ -478,7 +478,11 @@ def _trainable_of(loss_mod: GenLoss) -> nn.ModuleDict:
 
 def add_arguments(p) -> None:
     p.add_argument(
-        "--latents", required=True, help="latent set of the training conversations (train extract)"
+        "--latents",
+        required=True,
+        nargs="+",
+        help="latent set(s) of the training conversations (train extract / articulation-set); several "
+        "sets of the same motion encoder or standardisation are trained on together",
     )
     p.add_argument("--val-latents", default=None, help="latent set of held-out conversations")
     p.add_argument(

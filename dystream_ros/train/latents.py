@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -207,22 +208,44 @@ def _extract_one(job: tuple) -> dict:
     return {"dir": conv.name, "num_frames": int(conv.num_frames), "mel_frames": int(mel.shape[-1])}
 
 
-class LatentSet:
-    """A loaded latent set: per conversation mels (2, n_mels, M), latents (T, D), reference latent (D,)."""
+#: Index entries that may differ between latent sets combined into one (the rest must agree).
+_PER_SET_KEYS = ("conversations", "data", "autoencoder")
 
-    def __init__(self, root: str | Path, max_conversations: int | None = None) -> None:
-        self.root = Path(root)
-        self.index = json.loads((self.root / "index.json").read_text())
-        if self.index.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{self.root}: not a latent set (run `dystream train extract`)")
-        entries = self.index["conversations"][:max_conversations]
-        self.names = [e["dir"] for e in entries]
-        self.mels = [np.load(self.root / n / "mel.npy") for n in self.names]
-        self.latents = [np.load(self.root / n / "latents.npy") for n in self.names]
-        self.refs = [np.load(self.root / n / "ref_latent.npy") for n in self.names]
+
+class LatentSet:
+    """A loaded latent set: per conversation mels (2, n_mels, M), latents (T, D), reference latent (D,).
+
+    ``root`` is one set's directory or several (``train generator --latents A B``): their conversations are
+    concatenated in order, and the sets must agree on everything but the conversations (motion encoder
+    fingerprint, motion space and its normalisation, audio front end; not the source ``data`` nor the
+    autoencoder's file name), else ``ValueError``. ``root`` and ``index`` are then the first set's, with
+    ``index["conversations"]`` the concatenation."""
+
+    def __init__(self, root: str | Path | Sequence[str | Path], max_conversations: int | None = None) -> None:
+        roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+        if not roots:
+            raise ValueError("LatentSet: no latent set given")
+        indices = [json.loads((r / "index.json").read_text()) for r in roots]
+        for r, index in zip(roots, indices, strict=True):
+            first = roots[0]
+            if index.get("format") != INDEX_FORMAT:
+                raise ValueError(f"{r}: not a latent set (run `dystream train extract`)")
+            for key in sorted(set(index) | set(indices[0])):
+                if key not in _PER_SET_KEYS and index.get(key) != indices[0].get(key):
+                    raise ValueError(f"{r}: its {key!r} differs from {first}'s (sets cannot combine)")
+        self.root = roots[0]
+        self.index = dict(indices[0])
+        dirs = [(r, e) for r, index in zip(roots, indices, strict=True) for e in index["conversations"]]
+        dirs = dirs[:max_conversations]
+        self.index["conversations"] = [e for _, e in dirs]
+        self.names = [e["dir"] if len(roots) == 1 else f"{r.name}/{e['dir']}" for r, e in dirs]
+        paths = [r / e["dir"] for r, e in dirs]
+        self.mels = [np.load(d / "mel.npy") for d in paths]
+        self.latents = [np.load(d / "latents.npy") for d in paths]
+        self.refs = [np.load(d / "ref_latent.npy") for d in paths]
         # Ground-truth articulation per frame (synthetic data only): None unless every conversation has it.
-        have = all((self.root / n / "params.npy").is_file() for n in self.names)
-        self.params = [np.load(self.root / n / "params.npy") for n in self.names] if have else None
+        have = all((d / "params.npy").is_file() for d in paths)
+        self.params = [np.load(d / "params.npy") for d in paths] if have else None
 
     def __len__(self) -> int:
         return len(self.names)
