@@ -437,6 +437,32 @@ def test_evaluate_articulation_runs_the_reader(work, tmp_path):
     assert set(r["articulation_vs_ground_truth"]) == set(ARTICULATION_FIELDS)
     assert (tmp_path / "eval.json").is_file() and (tmp_path / "frames.png").is_file()
     assert r["per_conversation"][0]["face_found"] > 0.9  # the reader finds the rendered face
+    assert set(r["articulation_listener"]) == {"generated", "ground_truth"}
+
+
+def test_articulation_listener_measures_the_head_pitch_column(work):
+    """The no-reader listening figure: head pitch's motion by state, the generated against the truth."""
+    from dystream_ros.data.dataset import iter_dataset
+    from dystream_ros.eval.lipsync import listener_behaviour
+    from dystream_ros.train.evaluate import articulation_listener
+
+    conv = next(iter_dataset(work / "heldout"))
+    gt = conv.params.astype(np.float64)
+    convs = [{"speaker": conv.speaker, "listener": conv.listener}]
+    pitch = ARTICULATION_FIELDS.index("head_pitch")
+    still = gt.copy()
+    still[:, pitch] = 0.1  # a head that never moves; every other column as the truth
+    r = articulation_listener([still], [gt], convs)
+    want = listener_behaviour(gt[:, pitch], conv.speaker, conv.listener)
+    np.testing.assert_equal(r["ground_truth"]["motion"], want["motion"])  # NaN where a state has no frames
+    np.testing.assert_equal(r["ground_truth"]["listen_vs_silence"], want["listen_vs_silence"])
+    assert np.isfinite(want["motion"]["other"]) and np.isfinite(want["motion"]["silence"])
+    assert all(v == 0.0 or np.isnan(v) for v in r["generated"]["motion"].values())
+    moved = gt.copy()
+    moved[:, pitch] *= 2.0  # twice the motion everywhere: twice each state's motion, the same ratio
+    m = articulation_listener([moved], [gt], convs)["generated"]
+    for k, v in want["motion"].items():
+        assert np.isnan(v) or m["motion"][k] == pytest.approx(2 * v)
 
 
 def test_evaluate_with_several_sampler_seeds(work, tmp_path):

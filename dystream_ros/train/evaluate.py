@@ -240,6 +240,25 @@ def model_readout(pipe, checkpoint: str | Path | None, readout: str | Path | Non
     return load_readout(readout, pipe.latent_dim)
 
 
+def articulation_listener(arts: list[np.ndarray], gts: list[np.ndarray], convs: list[dict]) -> dict[str, Any]:
+    """Head motion by conversational state measured on the head pitch of the articulation itself, not
+    read from frames: ``listen_vs_silence`` and ``motion`` (as :func:`~dystream_ros.eval.lipsync.
+    listener_behaviour`, pooled over the conversations) of the generated and of the ground-truth
+    ``head_pitch``. The read pitch of the headline figure also carries the reader's response to the
+    other columns; this one is what a neck servo driven by ``FaceArticulation`` would do."""
+    from dystream_ros.data.face import ARTICULATION_FIELDS
+    from dystream_ros.eval.lipsync import listener_behaviour
+
+    col = ARTICULATION_FIELDS.index("head_pitch")
+    spk = np.concatenate([c["speaker"] for c in convs])
+    lis = np.concatenate([c["listener"] for c in convs])
+    out = {}
+    for name, seqs in (("generated", arts), ("ground_truth", gts)):
+        lb = listener_behaviour(np.concatenate([x[:, col] for x in seqs]), spk, lis)
+        out[name] = {"listen_vs_silence": lb["listen_vs_silence"], "motion": lb["motion"]}
+    return out
+
+
 def evaluate_articulation(
     checkpoint: str | Path | None,
     data: str | Path,
@@ -327,6 +346,7 @@ def evaluate_articulation(
         "summary": _summary(per),
         "pooled": _pooled(reads, convs),
         "articulation_vs_ground_truth": fields,
+        "articulation_listener": articulation_listener(arts, gts, convs),
         "per_conversation": per,
     }
     result["wall_s"] = time.time() - t0
@@ -371,6 +391,7 @@ HEADLINES = {
     "mouth_offset_max": ("summary", "gt_mouth_offset", "max"),
     "listen_vs_silence_pooled": ("pooled", "listen_vs_silence"),
     "listen_vs_silence_mean": ("summary", "listen_vs_silence", "mean"),
+    "listen_vs_silence_articulation": ("articulation_listener", "generated", "listen_vs_silence"),
 }
 
 
@@ -446,6 +467,10 @@ def evaluate_main(args) -> int:
         f"{f(p['gt_mouth']['offset_frames'], '+d')}"
     )
     print(f"head motion listening / silence: {f(p['listen_vs_silence'], '.2f')} (pooled)")
+    if "articulation_listener" in r:
+        a = {k: f(v["listen_vs_silence"], ".2f") for k, v in r["articulation_listener"].items()}
+        print(f"... of the articulation's head pitch (no reader): {a['generated']} "
+              f"(ground truth {a['ground_truth']})")
     if "ground_truth_renders" in r:
         g = r["ground_truth_renders"]["pooled"]
         print(
