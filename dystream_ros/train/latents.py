@@ -226,15 +226,15 @@ class LatentSet:
         if not roots:
             raise ValueError("LatentSet: no latent set given")
         indices = [json.loads((r / "index.json").read_text()) for r in roots]
+        first, base = roots[0], indices[0]
         for r, index in zip(roots, indices, strict=True):
-            first = roots[0]
             if index.get("format") != INDEX_FORMAT:
                 raise ValueError(f"{r}: not a latent set (run `dystream train extract`)")
-            for key in sorted(set(index) | set(indices[0])):
-                if key not in _PER_SET_KEYS and index.get(key) != indices[0].get(key):
+            for key in sorted(set(index) | set(base)):
+                if key not in _PER_SET_KEYS and index.get(key) != base.get(key):
                     raise ValueError(f"{r}: its {key!r} differs from {first}'s (sets cannot combine)")
-        self.root = roots[0]
-        self.index = dict(indices[0])
+        self.root = first
+        self.index = dict(base)
         dirs = [(r, e) for r, index in zip(roots, indices, strict=True) for e in index["conversations"]]
         dirs = dirs[:max_conversations]
         self.index["conversations"] = [e for _, e in dirs]
