@@ -259,6 +259,7 @@ SAMPLER_LIMITS: dict[str, tuple[float, float]] = {
     "guidance_speaker": (0.0, 20.0),
     "guidance_listener": (0.0, 20.0),
     "guidance_anchor": (0.0, 20.0),
+    "guidance_head": (0.0, 20.0),
     "temperature": (0.0, 2.0),
     "head_temperature": (0.0, 2.0),
 }
@@ -290,12 +291,16 @@ class SamplerConfig:
     a model without a fitted basis, all zeros, uses ``temperature`` everywhere). Raising it makes the
     head livelier in every state, including silence, without changing the mouth; on the embedded model
     1.0 lowered the listening/silence head-motion ratio, so the default equals ``temperature``.
+    ``guidance_head`` is extra listener guidance along the same directions: there the listener audio's
+    weight is ``guidance_listener + guidance_head`` (more head motion while the avatar listens, where the
+    listener-free branch differs; 0, the default, guides every direction alike).
     """
 
     steps: int = 5
     guidance_speaker: float = 1.0
     guidance_listener: float = 0.5
     guidance_anchor: float = 0.0
+    guidance_head: float = 0.0
     temperature: float = 0.5
     head_temperature: float = 0.5
 

@@ -97,3 +97,70 @@ def test_session_guidance_skips_zero_branches(weights):
     if weights == (0.0, 0.0, 0.0):
         unguided = got
         assert not np.allclose(unguided, _manual_latents(pipe, spk, lis, (1.0, 0.0, 0.0), 8), atol=1e-3)
+
+
+def test_head_guidance_layout():
+    """guidance_head keeps the listener-free branch (even at listener weight 0); its own weights differ
+    from the plain ones only in the listener weight."""
+    from dystream_ros.model.flow_head import head_guidance_coef
+
+    assert head_guidance_coef(Guidance(1.0, 0.5, 0.0)) is None
+    drop, coef = guidance_branches(Guidance(1.0, 0.0, 0.0, head=2.0))
+    assert drop.tolist() == [[False, False, False], [True, False, False], [False, True, False]]
+    assert coef.tolist() == [2.0, -1.0, 0.0]
+    assert head_guidance_coef(Guidance(1.0, 0.0, 0.0, head=2.0)).tolist() == [4.0, -1.0, -2.0]
+    with pytest.raises(ValueError, match="guidance_head"):
+        Guidance(1.0, 0.5, 0.0, head=-1.0)
+
+
+def test_head_guidance_is_per_direction_guidance():
+    """Backend.sample with head = (coef_head, basis): listener weight g + h along the basis (here two
+    coordinate axes), g elsewhere; == an Euler loop with per-column branch weights (Q, D)."""
+    from dystream_ros.model.flow_head import head_guidance_coef
+    from dystream_ros.runtime.backends import TorchBackend
+
+    pipe = load_pipeline("random", profile=tiny_config(), backend="torch", render=False)
+    be = TorchBackend(pipe.model)
+    d = pipe.config.latent_dim
+    g = Guidance(1.0, 0.5, 0.0, head=3.0)
+    drop, coef = guidance_branches(g)
+    coef_h = head_guidance_coef(g)
+    axes = [1, 4]
+    basis = torch.zeros(len(axes), d)
+    basis[range(len(axes)), axes] = 1.0
+    torch.manual_seed(1)
+    noise, cond = torch.randn(1, d), torch.randn(len(coef), pipe.model.head.cond_mod.in_features)
+    got = be.sample(noise, cond, coef, 4, head=(coef_h, basis))
+    per_col = coef[:, None].repeat(1, d)
+    per_col[:, axes] = coef_h[:, None]
+    head = pipe.model.head
+    with torch.no_grad():
+        cond_mod = head.cond_modulation(cond)
+        x = noise
+        for i in range(4):
+            tm = head.time_modulation(torch.tensor([i / 4]))
+            v = head.velocity(x.expand(len(coef), -1), cond_mod + tm)
+            x = x + 0.25 * (per_col * v).sum(0, keepdim=True)
+    torch.testing.assert_close(got, x, atol=1e-5, rtol=0)
+    plain = be.sample(noise, cond, coef, 4)
+    assert (got - plain).abs().max() > 1e-3  # the extra guidance does something
+
+
+def test_session_head_guidance_moves_only_the_head_directions_in_one_step():
+    """With one Euler step the first frame differs from unguided-head sampling only along head_basis."""
+    pipe = load_pipeline("random", profile=tiny_config(), backend="torch", render=False)
+    d = pipe.config.latent_dim
+    with torch.no_grad():
+        pipe.model.head_basis.zero_()
+        pipe.model.head_basis[0, 2] = 1.0
+    spk, lis = speechlike(0.8, 1), speechlike(0.8, 2, f0=220.0)
+    first = []
+    for h in (0.0, 4.0):
+        sess = pipe.start_session(face(1), seed=0)
+        sess.steps = 1
+        sess.guidance = Guidance(1.0, 0.5, 0.0, head=h)
+        sess.push_audio(speaker=spk, listener=lis)
+        first.append(sess.step().latent)
+    diff = first[1] - first[0]
+    others = [j for j in range(d) if j != 2]
+    assert abs(diff[2]) > 1e-4 and np.abs(diff[others]).max() < 1e-5

@@ -26,7 +26,7 @@ from torch import nn
 
 from dystream_ros.config import HeadConfig, sampler_value
 
-__all__ = ["FlowHead", "Guidance", "guidance_branches"]
+__all__ = ["FlowHead", "Guidance", "guidance_branches", "head_guidance_coef"]
 
 
 @dataclass(frozen=True)
@@ -37,19 +37,32 @@ class Guidance:
     speaker: float
     listener: float
     anchor: float
+    head: float = 0.0  # extra listener weight along the head-pose directions (SamplerConfig.guidance_head)
 
     def __post_init__(self) -> None:
-        for name in ("speaker", "listener", "anchor"):
+        for name in ("speaker", "listener", "anchor", "head"):
             v = sampler_value(f"guidance_{name}", getattr(self, name), owner="Guidance")
             object.__setattr__(self, name, v)
 
 
 def guidance_branches(g: Guidance) -> tuple[torch.Tensor, torch.Tensor]:
-    """Branch layout for ``g``: drop (Q, 3) bool over (speaker, listener, anchor) and coef (Q,) float32."""
+    """Branch layout for ``g``: drop (Q, 3) bool over (speaker, listener, anchor) and coef (Q,) float32.
+
+    A branch whose weight is 0 is skipped, except the listener-free one while ``g.head`` needs it."""
+    return _branches(g, g.listener)
+
+
+def head_guidance_coef(g: Guidance) -> torch.Tensor | None:
+    """coef (Q,) of :func:`guidance_branches`' layout with the listener weight ``g.listener + g.head``:
+    the weights along the head-pose directions; None when ``g.head`` is 0."""
+    return None if g.head == 0.0 else _branches(g, g.listener + g.head)[1]
+
+
+def _branches(g: Guidance, listener: float) -> tuple[torch.Tensor, torch.Tensor]:
     drops = [[False, False, False]]
-    coefs = [1.0 + g.speaker + g.listener + g.anchor]
-    for i, w in enumerate((g.speaker, g.listener, g.anchor)):
-        if w != 0.0:
+    coefs = [1.0 + g.speaker + listener + g.anchor]
+    for i, (w, keep) in enumerate(((g.speaker, False), (listener, g.head != 0.0), (g.anchor, False))):
+        if w != 0.0 or keep:
             d = [False, False, False]
             d[i] = True
             drops.append(d)

@@ -128,6 +128,7 @@ class _SamplerView:
     guidance_speaker: float
     guidance_listener: float
     guidance_anchor: float
+    guidance_head: float = 0.0
 
 
 class _ConfigView:
@@ -198,7 +199,8 @@ class OfficialSession:
 
     @property
     def guidance(self) -> Guidance:
-        """speaker / listener / anchor = the released cfg_audio / cfg_audio_other / cfg_anchor (x0 space)."""
+        """speaker / listener / anchor = the released cfg_audio / cfg_audio_other / cfg_anchor (x0 space).
+        ``head`` (guidance_head) has no effect: the official model has no head-pose basis."""
         return self._guidance
 
     @guidance.setter

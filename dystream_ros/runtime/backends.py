@@ -55,11 +55,26 @@ class Backend:
     def decode(self, latent, m0, appearance, reference) -> torch.Tensor:
         raise NotImplementedError
 
-    def sample(self, noise: torch.Tensor, cond: torch.Tensor, coef: torch.Tensor, steps: int) -> torch.Tensor:
-        """Guided Euler sampling from noise (1, D) with conditions (Q, Wh) -> latent (1, D)."""
+    def sample(self, noise: torch.Tensor, cond: torch.Tensor, coef: torch.Tensor, steps: int,
+               head: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Guided Euler sampling from noise (1, D) with conditions (Q, Wh) -> latent (1, D).
+
+        ``head = (coef_head (Q,), basis (K, D) orthonormal rows)``: the branch weights ``coef_head`` along
+        the basis directions and ``coef`` elsewhere. A guided step is affine in the weights, so this is
+        exact: the step with ``coef`` plus the projection on the basis of the difference the step with
+        ``coef_head`` makes (two head evaluations per Euler step)."""
         cond_mod = self.head_condition(cond)
-        return euler_integrate(lambda x, tm, dt: self.head_step(x, tm, dt, cond_mod, coef), noise,
-                               self.time_modulation(steps))
+        if head is None:
+            return euler_integrate(lambda x, tm, dt: self.head_step(x, tm, dt, cond_mod, coef), noise,
+                                   self.time_modulation(steps))
+        coef_head, basis = head
+
+        def step(x, tm, dt):
+            xa = self.head_step(x, tm, dt, cond_mod, coef)
+            diff = self.head_step(x, tm, dt, cond_mod, coef_head) - xa
+            return xa + (diff @ basis.T) @ basis
+
+        return euler_integrate(step, noise, self.time_modulation(steps))
 
 
 class TorchBackend(Backend):

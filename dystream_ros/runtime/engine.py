@@ -49,7 +49,7 @@ _OFFLINE_ORIGIN_NS = _NS  # offline streams start at t = 1 s (a zero stamp reads
 
 #: Settings the model session reads (applied before the next frame when they change).
 SESSION_FIELDS = ("steps", "temperature", "head_temperature", "guidance_speaker", "guidance_listener",
-                  "guidance_anchor")
+                  "guidance_anchor", "guidance_head")
 #: Settings the scheduler reads at runtime.
 SCHEDULER_FIELDS = ("catch_up_limit", "speaker_wait_ms", "listener_wait_ms", "channel_idle_ms",
                     "stamp_tolerance_ms", "stamp_jump_ms", "max_stamp_skew_s")
@@ -102,7 +102,8 @@ def _apply_session_settings(session, s: Settings) -> None:
     session.temperature = float(s.temperature)
     session.head_temperature = float(s.head_temperature)
     session.guidance = dataclasses.replace(session.guidance, speaker=s.guidance_speaker,
-                                           listener=s.guidance_listener, anchor=s.guidance_anchor)
+                                           listener=s.guidance_listener, anchor=s.guidance_anchor,
+                                           head=s.guidance_head)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dystream_ros.config import ModelConfig, load_profile, sampler_value
 from dystream_ros.model.articulation import Readout, load_readout, readout_path
 from dystream_ros.model.checkpoint import checkpoint_id, load_checkpoint, read_config
 from dystream_ros.model.dystream import DyStreamModel, build_model
-from dystream_ros.model.flow_head import Guidance, guidance_branches
+from dystream_ros.model.flow_head import Guidance, guidance_branches, head_guidance_coef
 from dystream_ros.model.generator import empty_cache
 
 __all__ = ["ASSETS", "Frame", "Pipeline", "Session", "default_checkpoint_path", "frame_seed", "load_pipeline"]
@@ -140,10 +140,8 @@ class Session:
         self._temperature = float(cfg.sampler.temperature)
         self._head_temperature = float(cfg.sampler.head_temperature)
         self._head_basis = pipe.model.head_basis.detach().to("cpu", torch.float32)  # (3, D)
-        self._guidance = Guidance(
-            cfg.sampler.guidance_speaker, cfg.sampler.guidance_listener, cfg.sampler.guidance_anchor
-        )
-        self._branches = guidance_branches(self._guidance)
+        self.guidance = Guidance(cfg.sampler.guidance_speaker, cfg.sampler.guidance_listener,
+                                 cfg.sampler.guidance_anchor, cfg.sampler.guidance_head)
         self._generated = 0
         self.set_reference(reference_image)
         self.reset()
@@ -195,6 +193,7 @@ class Session:
             raise ValueError(f"guidance must be a Guidance(speaker=, listener=, anchor=), got {g!r}")
         self._guidance = g
         self._branches = guidance_branches(g)
+        self._head_coef = head_guidance_coef(g)
 
     # -- state ------------------------------------------------------------------------------------
     @property
@@ -317,7 +316,8 @@ class Session:
             torch.tensor(self._generated, dtype=torch.int64, device=dev),
         )
         t2 = time.perf_counter()
-        latent = be.sample(self.start_noise(n).to(dev), cond, coef.to(dev), self._steps)
+        head = None if self._head_coef is None else (self._head_coef.to(dev), self._head_basis.to(dev))
+        latent = be.sample(self.start_noise(n).to(dev), cond, coef.to(dev), self._steps, head)
         latent_np = latent[0].detach().cpu().numpy().astype(np.float32, copy=True)
         t3 = time.perf_counter()
         image = self.render_image(latent_np) if self._pipe.render and render else None

@@ -131,6 +131,9 @@ class Settings:
         "listener audio", **_limits("guidance_listener"))
     guidance_anchor: float = param(_SAMPLER.guidance_anchor, "classifier-free guidance weight of the anchor "
         "(reference motion)", **_limits("guidance_anchor"))
+    guidance_head: float = param(_SAMPLER.guidance_head, "extra listener guidance along the head-pose "
+        "directions (head_basis; none on a model without one): more head motion while the avatar listens",
+        **_limits("guidance_head"))
     temperature: float = param(_SAMPLER.temperature, "scale of the flow's starting noise: 1 = full variety, "
         "lower = closer to the most likely motion (sharper lip-sync)", **_limits("temperature"))
     head_temperature: float = param(_SAMPLER.head_temperature, "the same along the latent's head-pose "

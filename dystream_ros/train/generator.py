@@ -371,6 +371,8 @@ def train_generator(args) -> int:
             sampler["temperature"] = args.temperature
         if args.head_temperature is not None:
             sampler["head_temperature"] = args.head_temperature
+        if args.head_guidance is not None:
+            sampler["guidance_head"] = args.head_guidance
 
         # The latent's head-pose directions, for SamplerConfig.head_temperature (synthetic data only;
         # only the main process exports).
@@ -557,6 +559,13 @@ def add_arguments(p) -> None:
         default=None,
         help="sampling temperature along the head-pose directions of the latent, written into the exported "
         "config (default: the profile's)",
+    )
+    p.add_argument(
+        "--head-guidance",
+        type=float,
+        default=None,
+        help="extra listener guidance along the head-pose directions, written into the exported config "
+        "(SamplerConfig.guidance_head; default: the profile's, 0)",
     )
     p.add_argument("--max-conversations", type=int, default=None)
     p.add_argument("--val-windows", type=int, default=32)
