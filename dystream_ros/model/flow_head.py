@@ -61,8 +61,8 @@ def head_guidance_coef(g: Guidance) -> torch.Tensor | None:
 def _branches(g: Guidance, listener: float) -> tuple[torch.Tensor, torch.Tensor]:
     drops = [[False, False, False]]
     coefs = [1.0 + g.speaker + listener + g.anchor]
-    for i, (w, keep) in enumerate(((g.speaker, False), (listener, g.head != 0.0), (g.anchor, False))):
-        if w != 0.0 or keep:
+    for i, w in enumerate((g.speaker, listener, g.anchor)):
+        if w != 0.0 or (i == 1 and g.head != 0.0):  # the listener-free branch also serves head guidance
             d = [False, False, False]
             d[i] = True
             drops.append(d)
