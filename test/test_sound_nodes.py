@@ -139,8 +139,11 @@ def robot(tmp_path_factory):
     r.String, r.Empty = String, Empty
     spinner = Spinner(probe)
     try:
+        # the TTS node's text subscription matched too: a `say` published before it would be lost (the
+        # first test's utterance was, on a clean run: nothing waited for the TTS process to come up)
         ok = wait_for(lambda: len(r.frames) > 25 and "/dystream_speaker" in r.diag
-                      and r.diag["/dystream_speaker"].get("device_open") == "True", 120)
+                      and r.diag["/dystream_speaker"].get("device_open") == "True"
+                      and r.say.get_subscription_count() > 0, 120)
         assert ok, "robot did not come up:\n" + "\n".join(r.log(n)[-1500:] for n in r.procs)
         yield r
     finally:
