@@ -438,6 +438,7 @@ def test_evaluate_articulation_runs_the_reader(work, tmp_path):
     assert (tmp_path / "eval.json").is_file() and (tmp_path / "frames.png").is_file()
     assert r["per_conversation"][0]["face_found"] > 0.9  # the reader finds the rendered face
     assert set(r["articulation_listener"]) == {"generated", "ground_truth"}
+    assert len(r["mouth_without_reader"]["per_conversation"]) == 1
 
 
 def test_articulation_listener_measures_the_head_pitch_column(work):
@@ -463,6 +464,34 @@ def test_articulation_listener_measures_the_head_pitch_column(work):
     m = articulation_listener([moved], [gt], convs)["generated"]
     for k, v in want["motion"].items():
         assert np.isnan(v) or m["motion"][k] == pytest.approx(2 * v)
+
+
+def test_mouth_without_reader_splits_the_mouth_figure_at_the_renderer():
+    """The model's own mouth against the truth, and the reader against what was rendered: a perfect model
+    scores 1 on the first, a reader that reads exactly the rendered opening 1 on the second, and noise
+    added on either side lowers that side only."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from dystream_ros.eval.lipsync import gt_columns, gt_mouth
+    from dystream_ros.train.evaluate import mouth_without_reader
+
+    rng = np.random.default_rng(0)
+    jaw, close = ARTICULATION_FIELDS.index("jaw_open"), ARTICULATION_FIELDS.index("lip_close")
+    gt = np.zeros((500, len(ARTICULATION_FIELDS)))  # 20 s of syllable-rate jaw motion, some closures
+    gt[:, jaw] = np.clip(gaussian_filter1d(rng.normal(0.0, 1.0, 500), 2.0) * 0.6 + 0.2, 0.0, 1.0)
+    gt[:, close] = (rng.random(500) < 0.1).astype(float)
+    truth = gt_mouth(gt_columns(gt))
+    exact = mouth_without_reader([gt], [gt], [truth])
+    assert exact["articulation"] == pytest.approx(1.0) and exact["reader"] == pytest.approx(1.0)
+    noisy_read = truth + rng.normal(0.0, truth.std(), truth.shape)
+    r = mouth_without_reader([gt], [gt], [noisy_read])
+    assert r["articulation"] == pytest.approx(1.0) and r["reader"] < 0.95
+    wrong = gt.copy()
+    wrong[:, jaw] = rng.permutation(wrong[:, jaw])  # a model whose jaw ignores the speech
+    w = mouth_without_reader([wrong], [gt], [gt_mouth(gt_columns(wrong))])
+    assert w["articulation"] < 0.5 and w["reader"] == pytest.approx(1.0)
+    assert w["per_conversation"] == [{"articulation": w["articulation"], "reader": w["reader"]}]
+    assert mouth_without_reader([np.zeros_like(gt)], [gt], [truth])["articulation"] is None  # nothing to correlate
 
 
 def test_evaluate_with_several_sampler_seeds(work, tmp_path):

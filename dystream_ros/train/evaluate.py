@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["evaluate_articulation", "evaluate_checkpoint", "model_readout", "stream_frames", "stream_latents"]
+__all__ = ["evaluate_articulation", "evaluate_checkpoint", "model_readout", "mouth_without_reader", "stream_frames",
+           "stream_latents"]
 
 
 def stream_frames(
@@ -259,6 +260,30 @@ def articulation_listener(arts: list[np.ndarray], gts: list[np.ndarray], convs: 
     return out
 
 
+def mouth_without_reader(arts: list[np.ndarray], gts: list[np.ndarray],
+                         read_mouths: list[np.ndarray]) -> dict[str, Any]:
+    """The headline mouth figure split at the renderer: per conversation, the band-passed best-offset
+    correlation (:func:`~dystream_ros.eval.lipsync.sync_scores`) of the generated visible opening
+    ``jaw_open * (1 - lip_close)`` against the ground truth's (``articulation``: the model alone, no
+    reader), and of the reader's opening against the generated one (``reader``: how faithfully the reader
+    follows what was rendered). With independent errors the headline is about their product, so a
+    headline target needs ``articulation`` above ``target / reader``. Means over the conversations
+    (None where a clip is too short for the band-pass)."""
+    from dystream_ros.eval.lipsync import gt_columns, gt_mouth, sync_scores
+
+    def mean(v):
+        v = [x for x in v if x is not None and np.isfinite(x)]
+        return float(np.mean(v)) if v else None
+
+    art, rdr = [], []
+    for a, g, m in zip(arts, gts, read_mouths, strict=True):
+        gen = gt_mouth(gt_columns(np.asarray(a, np.float64)))
+        art.append(sync_scores(gen, gt_mouth(gt_columns(np.asarray(g, np.float64))))["correlation"])
+        rdr.append(sync_scores(np.asarray(m, np.float64), gen)["correlation"])
+    return {"articulation": mean(art), "reader": mean(rdr),
+            "per_conversation": [{"articulation": x, "reader": y} for x, y in zip(art, rdr, strict=True)]}
+
+
 def evaluate_articulation(
     checkpoint: str | Path | None,
     data: str | Path,
@@ -347,6 +372,7 @@ def evaluate_articulation(
         "pooled": _pooled(reads, convs),
         "articulation_vs_ground_truth": fields,
         "articulation_listener": articulation_listener(arts, gts, convs),
+        "mouth_without_reader": mouth_without_reader(arts, gts, [x["mouth"] for x in reads]),
         "per_conversation": per,
     }
     result["wall_s"] = time.time() - t0
@@ -392,6 +418,8 @@ HEADLINES = {
     "listen_vs_silence_pooled": ("pooled", "listen_vs_silence"),
     "listen_vs_silence_mean": ("summary", "listen_vs_silence", "mean"),
     "listen_vs_silence_articulation": ("articulation_listener", "generated", "listen_vs_silence"),
+    "mouth_articulation_mean": ("mouth_without_reader", "articulation"),
+    "mouth_reader_mean": ("mouth_without_reader", "reader"),
 }
 
 
@@ -471,6 +499,10 @@ def evaluate_main(args) -> int:
         a = {k: f(v["listen_vs_silence"], ".2f") for k, v in r["articulation_listener"].items()}
         print(f"... of the articulation's head pitch (no reader): {a['generated']} "
               f"(ground truth {a['ground_truth']})")
+    if "mouth_without_reader" in r:
+        w = r["mouth_without_reader"]
+        print(f"mouth, split at the renderer: generated vs ground-truth articulation {f(w['articulation'])}, "
+              f"reader vs the generated articulation {f(w['reader'])} (means of conversations)")
     if "ground_truth_renders" in r:
         g = r["ground_truth_renders"]["pooled"]
         print(
