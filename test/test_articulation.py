@@ -491,7 +491,8 @@ def test_mouth_without_reader_splits_the_mouth_figure_at_the_renderer():
     w = mouth_without_reader([wrong], [gt], [gt_mouth(gt_columns(wrong))])
     assert w["articulation"] < 0.5 and w["reader"] == pytest.approx(1.0)
     assert w["per_conversation"] == [{"articulation": w["articulation"], "reader": w["reader"]}]
-    assert mouth_without_reader([np.zeros_like(gt)], [gt], [truth])["articulation"] is None  # nothing to correlate
+    still = mouth_without_reader([np.zeros_like(gt)], [gt], [truth])  # a shut mouth: nothing to correlate
+    assert still["articulation"] is None
 
 
 def test_evaluate_with_several_sampler_seeds(work, tmp_path):

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["evaluate_articulation", "evaluate_checkpoint", "model_readout", "mouth_without_reader", "stream_frames",
-           "stream_latents"]
+__all__ = ["evaluate_articulation", "evaluate_checkpoint", "model_readout", "mouth_without_reader",
+           "stream_frames", "stream_latents"]
 
 
 def stream_frames(
